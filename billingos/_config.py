@@ -1,0 +1,193 @@
+"""Client settings: where the key and base URL come from, and how the key is kept out of sight."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+import httpx
+
+from ._errors import ValidationError
+
+Environment = Literal["test", "live"]
+TimeoutTypes = float | int | httpx.Timeout
+
+SANDBOX_URL = "https://sandbox-api.billingos.dev"
+LIVE_URL = "https://api.billingos.dev"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+
+_PREFIXES: Mapping[str, Environment] = {"sk_test_": "test", "sk_live_": "live"}
+
+
+class SecretKey:
+    """A secret key that never shows itself: ``str``, ``repr`` and f-strings print it masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the ``Authorization`` header only."""
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        """``sk_test_…1a2b``: the prefix and the last four characters."""
+        prefix = next((p for p in _PREFIXES if self._value.startswith(p)), "")
+        return f"{prefix}…{self._value[-4:]}"
+
+    def __repr__(self) -> str:
+        return f"SecretKey({self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a BillingOS secret key is not picklable")
+
+
+@attrs.frozen
+class Settings:
+    """Resolved, validated settings of one client. Built by :func:`resolve`."""
+
+    secret_key: SecretKey
+    api_url: str
+    environment: Environment
+    timeout: httpx.Timeout
+    max_retries: int
+    limits: httpx.Limits = DEFAULT_LIMITS
+
+
+def resolve(
+    secret_key: str | None,
+    api_url: str | None,
+    timeout: TimeoutTypes | None,
+    max_retries: int | None,
+    limits: httpx.Limits | None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting from arguments, then the environment, then defaults (CONTRACT §1).
+
+    ``None`` always means "use the default", never "disable".
+    """
+    env = os.environ if env is None else env
+    key = secret_key if secret_key is not None else env.get("BILLINGOS_SECRET_KEY")
+    environment = _check_key(key)
+    assert key is not None  # _check_key refused None
+    url = api_url if api_url is not None else (env.get("BILLINGOS_API_URL") or None)
+    if url is None:
+        url = LIVE_URL if environment == "live" else SANDBOX_URL
+    return Settings(
+        secret_key=SecretKey(key),
+        api_url=check_url(url, environment),
+        environment=environment,
+        timeout=check_timeout(timeout),
+        max_retries=check_max_retries(max_retries),
+        limits=limits if limits is not None else DEFAULT_LIMITS,
+    )
+
+
+def _check_key(key: object) -> Environment:
+    if key is None:
+        raise ValidationError(
+            "No secret key: pass secret_key=... or set BILLINGOS_SECRET_KEY "
+            "(it starts with sk_test_ or sk_live_).",
+            code="invalid_argument",
+        )
+    if not isinstance(key, str):
+        raise ValidationError(f"secret_key must be a str, not {type(key).__name__}.", code="invalid_argument")
+    for prefix, environment in _PREFIXES.items():
+        if key.startswith(prefix) and len(key) > len(prefix) and key == key.strip() and key.isprintable():
+            return environment
+    hint = " That looks like a publishable key; use the secret one." if key.startswith("pk_") else ""
+    raise ValidationError(
+        "Invalid secret key: it must start with sk_test_ or sk_live_ and contain no whitespace."
+        + hint
+        + " Find it in the BillingOS dashboard under API keys.",
+        code="invalid_argument",
+    )
+
+
+def check_url(url: str, environment: Environment) -> str:
+    """Validate a base URL; strip a trailing ``/``; refuse a live key over plain HTTP off loopback."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValidationError("api_url must be a non-empty URL string.", code="invalid_argument")
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValidationError(f"api_url is not a valid URL: {exc}", code="invalid_argument") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValidationError(
+            f"api_url must be an http(s) URL with a host, got {url!r}.", code="invalid_argument"
+        )
+    if parsed.query or parsed.fragment:
+        raise ValidationError("api_url must not contain a query or fragment.", code="invalid_argument")
+    if environment == "live" and parsed.scheme == "http" and not is_loopback(parsed.host):
+        raise ValidationError(
+            "Refusing to send a live secret key over plain http:// to a non-loopback host; use https://.",
+            code="invalid_argument",
+        )
+    return str(parsed).rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_timeout(timeout: TimeoutTypes | None) -> httpx.Timeout:
+    """Seconds or an :class:`httpx.Timeout`; positive and finite. The connect phase defaults to 5 s."""
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        for phase in ("connect", "read", "write", "pool"):
+            value = getattr(timeout, phase)
+            if value is not None:
+                _positive(f"timeout.{phase}", value)
+        return timeout
+    seconds = _positive("timeout", timeout)
+    return httpx.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"{name} must be a number of seconds or an httpx.Timeout, not {type(value).__name__}.",
+            code="invalid_argument",
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValidationError(
+            f"{name} must be a positive, finite number of seconds, got {value!r}.", code="invalid_argument"
+        )
+    return float(value)
+
+
+def check_max_retries(max_retries: int | None) -> int:
+    """A non-negative int; ``None`` means the default (3)."""
+    if max_retries is None:
+        return DEFAULT_MAX_RETRIES
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValidationError(
+            f"max_retries must be an int >= 0 (0 disables retries), got {max_retries!r}.",
+            code="invalid_argument",
+        )
+    return max_retries

@@ -1,0 +1,170 @@
+"""The one cattrs converter: every wire quirk of CONTRACT §1 and §5 is handled here, once.
+
+- unknown keys (``requestId``, anything the server adds later) are ignored;
+- dates arrive as ISO-8601 strings (a trailing ``Z`` included, on Python 3.10 too), ``null`` or
+  ``{}`` (a server bug): the last two read as ``None``;
+- numbers may arrive as JSON numbers or numeric strings (``"1000.000000"``);
+- nothing is coerced silently: ``null`` or ``5`` for a string field is an error, never ``"None"``/``"5"``;
+- unknown enum values are kept (see ``_OpenEnum``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn
+
+from ._models import Entitlement, FeatureType, _OpenEnum
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(detailed_validation=True)
+
+
+def _fail(expected: str, value: object) -> ValueError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ValueError(f"expected {expected}, got {shown}")
+
+
+def _structure_str(value: object, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    raise _fail("a string", value)
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _fail("a boolean", value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise _fail("a number", value) from None
+    else:
+        raise _fail("a number", value)
+    if not math.isfinite(result):
+        raise _fail("a finite number", value)
+    return result
+
+
+def _structure_float(value: object, _: type) -> float:
+    return _number(value)
+
+
+def _structure_int(value: object, _: type) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _number(value)
+    if not number.is_integer():
+        raise _fail("an integer", value)
+    return int(number)
+
+
+def parse_datetime(value: str) -> datetime:
+    """ISO-8601 to an aware datetime (UTC when the string has no offset)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _structure_datetime(value: object, _: type) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return parse_datetime(value)
+        except ValueError:
+            raise _fail("an ISO-8601 date", value) from None
+    if value is None or value == {}:
+        return None  # the server serialises Date objects as {} (CONTRACT §1)
+    raise _fail("an ISO-8601 date", value)
+
+
+def _structure_mapping(value: object, _: type) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise _fail("an object", value)
+
+
+def _structure_open_enum(value: object, cls: type[_OpenEnum]) -> _OpenEnum:
+    if not isinstance(value, str):
+        raise _fail(f"a {cls.__name__} string", value)
+    return cls(value)
+
+
+converter.register_structure_hook(str, _structure_str)
+converter.register_structure_hook(bool, _structure_bool)
+converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(float, _structure_float)
+converter.register_structure_hook(datetime, _structure_datetime)
+# More specific than str in the MRO, so str-based enums are not caught by the str hook.
+converter.register_structure_hook(_OpenEnum, _structure_open_enum)
+converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_mapping)
+
+_entitlement_fields = make_dict_structure_fn(Entitlement, converter)
+
+
+def _structure_entitlement(value: object, cls: type) -> Entitlement:
+    # The wire nests remaining/resets_at/type under "metadata"; the model keeps them flat.
+    if not isinstance(value, dict):
+        raise _fail("an object", value)
+    meta = value.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise _fail("an object for metadata", meta)
+    flat = {k: v for k, v in value.items() if k != "metadata"}
+    if meta:
+        for wire, attr in (("remaining", "remaining"), ("resets_at", "resets_at"), ("type", "feature_type")):
+            if meta.get(wire) is not None:
+                flat[attr] = meta[wire]
+    return _entitlement_fields(flat, cls)
+
+
+converter.register_structure_hook(Entitlement, _structure_entitlement)
+
+
+def structurer(cls: type[T]) -> Callable[[Any], T]:
+    """A fast ``data -> cls`` function (the hook is generated once, here, not per call)."""
+    hook = converter.get_structure_hook(cls)
+
+    def structure(data: Any) -> T:
+        if not isinstance(data, dict):
+            raise _fail("a JSON object", data)
+        return hook(data, cls)  # type: ignore[no-any-return]
+
+    return structure
+
+
+def describe(exc: BaseException) -> str:
+    """A short, readable account of a structuring failure: ``expected a string @ $.email``."""
+    if isinstance(exc, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+        messages = cattrs.transform_error(exc, format_exception=_format)
+        return "; ".join(messages[:5]) + (f" (+{len(messages) - 5} more)" if len(messages) > 5 else "")
+    return _format(exc, None)
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError) and str(exc).startswith("expected"):
+        return str(exc)
+    name = getattr(type_, "__name__", None)
+    return f"invalid value ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})" + (
+        f" for {name}" if name else ""
+    )
+
+
+__all__ = ["FeatureType", "converter", "describe", "parse_datetime", "structurer"]

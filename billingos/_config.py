@@ -42,6 +42,8 @@ class SecretKey:
     def masked(self) -> str:
         """``sk_test_…1a2b``: the prefix and the last four characters."""
         prefix = next((p for p in _PREFIXES if self._value.startswith(p)), "")
+        if len(self._value) - len(prefix) < 16:
+            return f"{prefix}…"  # too short to show any of it safely
         return f"{prefix}…{self._value[-4:]}"
 
     def __repr__(self) -> str:
@@ -111,7 +113,13 @@ def _check_key(key: object) -> Environment:
     if not isinstance(key, str):
         raise ValidationError(f"secret_key must be a str, not {type(key).__name__}.", code="invalid_argument")
     for prefix, environment in _PREFIXES.items():
-        if key.startswith(prefix) and len(key) > len(prefix) and key == key.strip() and key.isprintable():
+        if (
+            key.startswith(prefix)
+            and len(key) > len(prefix)
+            and key.isascii()
+            and key.isprintable()
+            and " " not in key
+        ):
             return environment
     hint = " That looks like a publishable key; use the secret one." if key.startswith("pk_") else ""
     raise ValidationError(

@@ -324,7 +324,7 @@ class Page(Generic[T]):
 
     Example::
 
-        page = await billing.customers.list(limit=100).first_page()
+        page = await billing.customers.list(limit=100).page(1)
         print(page.total, [c.email for c in page.data])
     """
 

@@ -62,7 +62,11 @@ def positive_number(name: str, value: object) -> int | float:
     """A finite number > 0 (fractions allowed, bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _invalid(f"{name} must be a number, not {type(value).__name__}.")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: JSON readers would see Infinity
+        finite = False
+    if not finite or value <= 0:
         raise _invalid(f"{name} must be a finite number greater than 0, got {value!r}.")
     return value
 

@@ -1,0 +1,94 @@
+"""The BillingOS Python SDK: session tokens, entitlements, metered usage, customers, subscriptions.
+
+Example::
+
+    import billingos
+
+    async with billingos.AsyncBillingOS() as billing:       # key from BILLINGOS_SECRET_KEY
+        if (await billing.check_entitlement("user_42", "api_calls")).has_access:
+            await billing.track_usage("user_42", "api_calls")
+
+Everything public is exported here; every other module is private.
+"""
+
+from ._client import AsyncBillingOS
+from ._errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BillingOSError,
+    ConflictError,
+    NetworkError,
+    NotFoundError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ServerError,
+    ValidationError,
+)
+from ._http import RequestOptions
+from ._models import (
+    BillingAddress,
+    Customer,
+    Entitlement,
+    EntitlementReason,
+    FeatureType,
+    Page,
+    SessionToken,
+    Subscription,
+    SubscriptionStatus,
+    UsageMetric,
+    UsageMetrics,
+    UsageRecord,
+    UsageSnapshot,
+)
+from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._resources._base import AsyncPaginator
+from ._retry import RetryPolicy
+from ._sync import BillingOS, Customers, Entitlements, Paginator, SessionTokens, Subscriptions, Usage
+from ._version import __version__
+
+__all__ = [
+    "AsyncBillingOS",
+    "AsyncCustomers",
+    "AsyncEntitlements",
+    "AsyncPaginator",
+    "AsyncSessionTokens",
+    "AsyncSubscriptions",
+    "AsyncUsage",
+    "AuthenticationError",
+    "AuthorizationError",
+    "BillingAddress",
+    "BillingOS",
+    "BillingOSError",
+    "ConflictError",
+    "Customer",
+    "Customers",
+    "Entitlement",
+    "EntitlementReason",
+    "Entitlements",
+    "FeatureType",
+    "NetworkError",
+    "NotFoundError",
+    "Page",
+    "Paginator",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestOptions",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "RetryPolicy",
+    "ServerError",
+    "SessionToken",
+    "SessionTokens",
+    "Subscription",
+    "SubscriptionStatus",
+    "Subscriptions",
+    "Usage",
+    "UsageMetric",
+    "UsageMetrics",
+    "UsageRecord",
+    "UsageSnapshot",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,215 @@
+"""``AsyncBillingOS``: settings + one pooled transport + the resources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+import httpx
+
+from . import _logs
+from ._config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Environment,
+    Settings,
+    TimeoutTypes,
+    check_max_retries,
+    check_timeout,
+    resolve,
+)
+from ._errors import ValidationError
+from ._http import Requester, Transport
+from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Shortcut(Generic[P, R]):
+    """A class attribute that reads as ``client.<resource>.<method>``, with the method's real signature."""
+
+    def __init__(self, resource: str, method: Callable[Concatenate[Any, P], R]) -> None:
+        self.resource = resource
+        self.method = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Shortcut[P, R]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> Callable[P, R]: ...
+    def __get__(self, obj: object | None, owner: type) -> _Shortcut[P, R] | Callable[P, R]:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.resource), self.method)  # type: ignore[no-any-return]
+
+
+class AsyncBillingOS:
+    """The asynchronous BillingOS client. Create one per process and share it.
+
+    Args:
+        secret_key: ``sk_test_…`` or ``sk_live_…``; default ``$BILLINGOS_SECRET_KEY``.
+        api_url: default ``$BILLINGOS_API_URL``, else the sandbox or live URL the key's prefix implies.
+        timeout: seconds (connect phase 5 s) or an :class:`httpx.Timeout`, per attempt. Default 30.
+        max_retries: retries after the first attempt, when a retry is safe. Default 3; 0 disables.
+        limits: connection-pool limits of the SDK's own ``httpx.AsyncClient``.
+        http_client: your own ``httpx.AsyncClient`` (proxies, custom TLS, a test transport). The SDK
+            uses it as is and never closes it; ``timeout`` still applies per request.
+        retry_policy: backoff settings (see :class:`RetryPolicy`).
+
+    ``None`` for any setting means its default, never "disabled".
+
+    Example::
+
+        async with AsyncBillingOS() as billing:            # key from BILLINGOS_SECRET_KEY
+            ent = await billing.check_entitlement("user_42", "api_calls")
+            if ent.has_access:
+                await billing.track_usage("user_42", "api_calls")
+    """
+
+    session_tokens: AsyncSessionTokens
+    """Mint and revoke session tokens for your front end."""
+    entitlements: AsyncEntitlements
+    """Check feature access."""
+    usage: AsyncUsage
+    """Track metered usage and read usage metrics."""
+    customers: AsyncCustomers
+    """Create, fetch, update, delete and list customers."""
+    subscriptions: AsyncSubscriptions
+    """Create, change, cancel and reactivate subscriptions."""
+
+    def __init__(
+        self,
+        secret_key: str | None = None,
+        *,
+        api_url: str | None = None,
+        timeout: TimeoutTypes | None = DEFAULT_TIMEOUT,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        limits: httpx.Limits | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        settings = resolve(secret_key, api_url, timeout, max_retries, limits)
+        self._init_from(settings, http_client, retry_policy)
+
+    @classmethod
+    def _from_settings(
+        cls, settings: Settings, http_client: httpx.AsyncClient | None, retry_policy: RetryPolicy | None
+    ) -> AsyncBillingOS:
+        """Build from already-resolved settings (the sync facade resolves them in the caller's thread)."""
+        client = object.__new__(cls)
+        client._init_from(settings, http_client, retry_policy)
+        return client
+
+    def _init_from(
+        self, settings: Settings, http_client: httpx.AsyncClient | None, retry_policy: RetryPolicy | None
+    ) -> None:
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise ValidationError(
+                f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.",
+                code="invalid_argument",
+            )
+        _logs.setup_from_env()
+        self._setup(settings, Transport.create(settings, http_client), retry_policy or RetryPolicy())
+
+    def _setup(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
+        self._requester = requester = Requester(settings, transport, policy)
+        self.session_tokens = AsyncSessionTokens(requester)
+        self.entitlements = AsyncEntitlements(requester)
+        self.usage = AsyncUsage(requester)
+        self.customers = AsyncCustomers(requester)
+        self.subscriptions = AsyncSubscriptions(requester)
+
+    # -- the Node SDK's headline calls --------------------------------------------------------
+
+    create_session_token = _Shortcut("session_tokens", AsyncSessionTokens.create)
+    """Shortcut for ``session_tokens.create`` (Node: ``createSessionToken``)."""
+    check_entitlement = _Shortcut("entitlements", AsyncEntitlements.check)
+    """Shortcut for ``entitlements.check`` (Node: ``checkEntitlement``)."""
+    track_usage = _Shortcut("usage", AsyncUsage.track)
+    """Shortcut for ``usage.track`` (Node: ``trackUsage``)."""
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def environment(self) -> Environment:
+        """``"test"`` or ``"live"``, from the key's prefix."""
+        return self._requester.settings.environment
+
+    @property
+    def api_url(self) -> str:
+        """The base URL requests go to (no trailing slash)."""
+        return self._requester.settings.api_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The per-attempt timeout."""
+        return self._requester.settings.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """Retries after the first attempt."""
+        return self._requester.settings.max_retries
+
+    def with_options(
+        self,
+        *,
+        timeout: TimeoutTypes | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> AsyncBillingOS:
+        """A client with other settings sharing this one's pool (cheap; closing either closes both).
+
+        Example::
+
+            fast = billing.with_options(timeout=2, max_retries=0)
+            await fast.entitlements.check("user_42", "api_calls")
+        """
+        settings = self._requester.settings
+        changes: dict[str, Any] = {}
+        if timeout is not None:
+            changes["timeout"] = check_timeout(timeout)
+        if max_retries is not None:
+            changes["max_retries"] = check_max_retries(max_retries)
+        clone = object.__new__(AsyncBillingOS)
+        clone._setup(
+            attrs.evolve(settings, **changes),
+            self._requester.transport,
+            retry_policy or self._requester.policy,
+        )
+        return clone
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """True after :meth:`aclose`."""
+        return self._requester.transport.closed
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it is your own ``http_client``). Idempotent."""
+        await self._requester.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        settings = self._requester.settings
+        return (
+            f"<AsyncBillingOS environment={settings.environment!r} api_url={settings.api_url!r} "
+            f"secret_key={settings.secret_key.masked!r}>"
+        )

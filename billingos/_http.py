@@ -1,0 +1,402 @@
+"""The one request path: build, send, retry, decode, map errors.
+
+Every call of every resource goes through :meth:`Requester.request`. Resources only say *what*
+to send (method, path segments, query, body, whether a repeat is harmless) and *what* they
+expect back (a decode function); headers, request ids, retries, logging, timeouts, error mapping
+and JSON live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import platform
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypedDict, TypeVar
+from urllib.parse import quote
+
+import attrs
+import httpx
+
+from . import _convert
+from ._config import Settings, TimeoutTypes, check_max_retries, check_timeout
+from ._errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BillingOSError,
+    ConflictError,
+    NetworkError,
+    NotFoundError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ServerError,
+    ValidationError,
+)
+from ._exchange import _Exchanger
+from ._retry import RetryPolicy, parse_retry_after
+from ._version import __version__
+
+T = TypeVar("T")
+
+logger = logging.getLogger("billingos")
+
+Method = Literal["GET", "POST", "PATCH", "DELETE"]
+MAX_BODY_BYTES = 100_000  # the server refuses larger bodies (CONTRACT §1)
+
+USER_AGENT = f"billingos-python/{__version__} httpx/{httpx.__version__} python/{platform.python_version()}"
+
+
+class RequestOptions(TypedDict, total=False):
+    """Per-call options every API method accepts as keyword arguments.
+
+    Example::
+
+        await billing.customers.get("cus_1", timeout=5, max_retries=0, extra_headers={"X-Trace": "abc"})
+    """
+
+    timeout: TimeoutTypes | None
+    """Seconds (or an :class:`httpx.Timeout`) for this call's attempts; ``None``: the client's."""
+    max_retries: int | None
+    """Retries after the first attempt for this call; ``None``: the client's."""
+    extra_headers: Mapping[str, str] | None
+    """Headers added to this call (they may override the SDK's, ``Authorization`` excepted)."""
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client the SDK creates: building one costs ~40 ms."""
+    return httpx.create_ssl_context()
+
+
+def path(*segments: str) -> str:
+    """Join path segments, each percent-encoded as exactly one segment.
+
+    ``path("customers", "../admin")`` is ``/customers/..%2Fadmin``: no id can reach another route.
+    """
+    return "/" + "/".join(_segment(s) for s in segments)
+
+
+def _segment(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValidationError("An id must not contain CR or LF characters.", code="invalid_argument")
+    encoded = quote(value, safe="")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")  # dot segments would be resolved away by URL parsers
+    return encoded
+
+
+def new_request_id() -> str:
+    """``req_`` + 24 hex characters, as the server expects (CONTRACT §1)."""
+    return "req_" + secrets.token_hex(12)
+
+
+@attrs.define(eq=False)
+class Transport:
+    """What every copy made by ``with_options`` shares: the pool and its lifecycle."""
+
+    client: httpx.AsyncClient
+    owns_client: bool
+    exchanger: _Exchanger
+    closed: bool = False
+
+    @classmethod
+    def create(cls, settings: Settings, client: httpx.AsyncClient | None) -> Transport:
+        owns = client is None
+        if client is None:
+            client = httpx.AsyncClient(
+                limits=settings.limits, timeout=settings.timeout, verify=_ssl_context()
+            )
+        return cls(client=client, owns_client=owns, exchanger=_Exchanger(client))
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.exchanger.aclose()
+        if self.owns_client:
+            await self.client.aclose()
+
+
+class Requester:
+    """Sends requests for one client configuration over a (possibly shared) :class:`Transport`."""
+
+    __slots__ = ("_base_headers", "_base_url", "policy", "settings", "transport")
+
+    def __init__(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.policy = policy
+        self._base_url = settings.api_url
+        # Lower-case names throughout, so a caller's extra header replaces ours whatever its case.
+        self._base_headers = {
+            "authorization": f"Bearer {settings.secret_key.reveal()}",
+            "user-agent": USER_AGENT,
+            "accept": "application/json",
+        }
+
+    async def request(
+        self,
+        method: Method,
+        url_path: str,
+        *,
+        decode: Callable[[Any], T],
+        options: RequestOptions,
+        params: Mapping[str, str | int] | None = None,
+        body: Mapping[str, Any] | None = None,
+        retry_safe: bool | None = None,
+        ok_on_retry: frozenset[int] = frozenset(),
+    ) -> T:
+        """Send one logical call (with its retries) and return ``decode(json_body)``.
+
+        ``retry_safe`` defaults to True for GET and DELETE; a POST/PATCH is retried after it may
+        have reached the server only when the caller says repeating it is harmless.
+        ``ok_on_retry`` lists statuses that mean success when they answer a *retry*: a DELETE whose
+        first response was lost gets 404 the second time because the first one worked.
+        """
+        if self.transport.closed or self.transport.client.is_closed:
+            raise _closed_error()
+        if retry_safe is None:
+            retry_safe = method in ("GET", "DELETE")
+        timeout = self.settings.timeout
+        max_retries = self.settings.max_retries
+        headers = self._base_headers.copy()
+        request_id = new_request_id()
+        headers["x-request-id"] = request_id
+        if options:
+            if options.get("timeout") is not None:
+                timeout = check_timeout(options["timeout"])
+            if options.get("max_retries") is not None:
+                max_retries = check_max_retries(options["max_retries"])
+            extra = options.get("extra_headers")
+            if extra:
+                headers.update(_check_extra_headers(extra))
+                request_id = headers["x-request-id"]
+        content = None
+        if body is not None:
+            content = _encode_body(body)
+            headers["content-type"] = "application/json"
+        request = self.transport.client.build_request(
+            method,
+            self._base_url + url_path,
+            params=params,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+        )
+
+        may_have_run = False  # did an earlier attempt possibly reach the server?
+
+        async def attempt(retry_number: int) -> httpx.Response:
+            nonlocal may_have_run
+            try:
+                return await self._attempt(
+                    request, request_id, retry_number, ok_on_retry if may_have_run else frozenset()
+                )
+            except (NetworkError, ServerError) as exc:
+                may_have_run = may_have_run or getattr(exc, "_maybe_sent", True)
+                raise
+
+        response = await self.policy.call(
+            attempt,
+            max_retries=max_retries,
+            retry_safe=retry_safe,
+            on_retry=lambda exc, n, wait: _log_retry(request, request_id, exc, n, wait),
+        )
+        return _decode(response, request_id, decode)
+
+    async def _attempt(
+        self, request: httpx.Request, request_id: str, retry_number: int, ok_on_retry: frozenset[int]
+    ) -> httpx.Response:
+        if self.transport.closed or self.transport.client.is_closed:
+            raise _closed_error()  # e.g. closed while this call waited to retry
+        started = time.perf_counter()
+        try:
+            response = await self.transport.exchanger.send(request)
+        except httpx.HTTPError as exc:
+            error = _network_error(exc, request_id)
+            _log_attempt(request, request_id, retry_number, started, None, error)
+            raise error from exc
+        except RuntimeError:
+            if not (self.transport.closed or self.transport.client.is_closed):
+                raise
+            raise _closed_error() from None  # closed while this call was in flight
+        _log_attempt(request, request_id, retry_number, started, response.status_code, None)
+        # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
+        if response.status_code >= 300 and response.status_code not in ok_on_retry:
+            raise error_from_response(response, request_id)
+        return response
+
+
+def _closed_error() -> BillingOSError:
+    return BillingOSError(
+        "This BillingOS client is closed; create a new one (or use it inside `async with`).",
+        code="client_closed",
+    )
+
+
+def _check_extra_headers(extra: Mapping[str, str]) -> dict[str, str]:
+    result = {}
+    for name, value in extra.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValidationError("extra_headers must map str to str.", code="invalid_argument")
+        if name.lower() == "authorization":
+            raise ValidationError(
+                "extra_headers may not set Authorization; the client's secret key is always used.",
+                code="invalid_argument",
+            )
+        if any(c in name + value for c in "\r\n\0"):
+            raise ValidationError(f"Header {name!r} contains CR, LF or NUL.", code="invalid_argument")
+        result[name.lower()] = value
+    return result
+
+
+def _encode_body(body: Mapping[str, Any]) -> bytes:
+    compact = {k: v for k, v in body.items() if v is not None}
+    try:
+        content = json.dumps(compact, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"The request body is not JSON-serializable: {exc}. Metadata values must be JSON types.",
+            code="invalid_argument",
+        ) from None
+    if len(content) > MAX_BODY_BYTES:
+        raise ValidationError(
+            f"The request body is {len(content)} bytes; BillingOS accepts at most {MAX_BODY_BYTES}.",
+            code="invalid_argument",
+        )
+    return content
+
+
+def _network_error(exc: httpx.HTTPError, request_id: str) -> BillingOSError:
+    """Map an httpx failure; remember whether the request may have reached the server."""
+    if isinstance(exc, httpx.DecodingError):
+        return ResponseDecodeError(
+            f"Could not decode the response body: {exc}", code="decode_error", request_id=request_id
+        )
+    never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    error: NetworkError
+    if isinstance(exc, httpx.TimeoutException):
+        phase = type(exc).__name__.replace("Timeout", "").lower() or "request"
+        error = RequestTimeoutError(
+            f"The request timed out ({phase} phase).", code="timeout", request_id=request_id
+        )
+    else:
+        detail = str(exc) or type(exc).__name__
+        error = NetworkError(
+            f"Could not reach BillingOS: {detail}", code="network_error", request_id=request_id
+        )
+    error._maybe_sent = not never_sent  # type: ignore[attr-defined]
+    return error
+
+
+_STATUS_ERRORS: Mapping[int, type[BillingOSError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: AuthorizationError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: ValidationError,
+    429: RateLimitError,
+}
+
+
+def error_from_response(response: httpx.Response, request_id: str) -> BillingOSError:
+    """The exception for an error response (CONTRACT §2), whatever its body: JSON, HTML or empty."""
+    status = response.status_code
+    code: str | None = None
+    message: str | None = None
+    details: Mapping[str, Any] = {}
+    body_request_id: str | None = None
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            message = error.get("message") if isinstance(error.get("message"), str) else None
+            details = error["details"] if isinstance(error.get("details"), dict) else {}
+            body_request_id = error.get("requestId") if isinstance(error.get("requestId"), str) else None
+        elif isinstance(payload.get("message"), str):
+            message = payload["message"]
+    if not message:
+        reason = response.reason_phrase or "error"
+        message = f"HTTP {status} {reason}" + ("" if payload is not None else " (no JSON error body)")
+    cls: type[BillingOSError] = _STATUS_ERRORS.get(status, ServerError if status >= 500 else BillingOSError)
+    if cls is ValidationError and message == "quota_exceeded":
+        cls = QuotaExceededError
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "code": code or f"http_{status}",
+        "details": details,
+        "request_id": body_request_id or response.headers.get("x-request-id") or request_id,
+        "headers": response.headers,
+    }
+    if cls is RateLimitError:
+        kwargs["retry_after"] = parse_retry_after(response.headers.get("retry-after"))
+    return cls(message, **kwargs)
+
+
+def _decode(response: httpx.Response, request_id: str, decode: Callable[[Any], T]) -> T:
+    """JSON body (``None`` when empty, e.g. 204) through ``decode``; any failure is a ResponseDecodeError."""
+    content = response.content
+    try:
+        data = json.loads(content) if content.strip() else None
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        detail = "the body is not JSON"
+    else:
+        try:
+            return decode(data)
+        except Exception as exc:  # whatever a malformed body makes cattrs raise
+            detail = _convert.describe(exc)
+    raise ResponseDecodeError(
+        f"Unexpected response body from {response.request.method} {response.request.url.path} "
+        f"(HTTP {response.status_code}): {detail}",
+        status_code=response.status_code,
+        code="decode_error",
+        request_id=response.headers.get("x-request-id") or request_id,
+        headers=response.headers,
+    )
+
+
+def _log_attempt(
+    request: httpx.Request,
+    request_id: str,
+    retry_number: int,
+    started: float,
+    status: int | None,
+    error: BillingOSError | None,
+) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    outcome = str(status) if status is not None else f"failed ({type(error).__name__})"
+    logger.info(
+        "%s %s -> %s in %.1f ms (request_id=%s, retry=%d)",
+        request.method,
+        request.url.path,
+        outcome,
+        elapsed_ms,
+        request_id,
+        retry_number,
+    )
+
+
+def _log_retry(request: httpx.Request, request_id: str, exc: BaseException, number: int, wait: float) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "Retrying %s %s in %.2f s (retry %d, request_id=%s) after %s",
+            request.method,
+            request.url.path,
+            wait,
+            number,
+            request_id,
+            type(exc).__name__,
+        )

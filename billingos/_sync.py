@@ -1,0 +1,464 @@
+"""``BillingOS``: the synchronous facade. It runs the async core, it does not copy it.
+
+Each ``BillingOS`` owns one background thread running an event loop (anyio's blocking portal);
+the ``AsyncBillingOS`` and its ``httpx.AsyncClient`` live on that loop for the facade's lifetime, so
+the pool is shared by every calling thread. Blocking methods are descriptors generated from the
+async methods (:class:`_Blocking`), so the signatures mypy and IDEs see are the async ones, minus
+``await``.
+
+The traps handled here (see the team's techniques notes, §1):
+
+- started lazily, under a lock, so construction is cheap and fork-safe;
+- after ``os.fork()`` the child rebuilds loop, thread and pool on its first call; the parent's
+  objects are parked, never finalised, because finalising them in the child would hang;
+- a caller-side ``BaseException`` (Ctrl-C, a ``fut.result`` timeout) cancels the call on the loop;
+- ``close()``/``with``/interpreter exit all go through one idempotent ``weakref.finalize``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._client import AsyncBillingOS
+from ._config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Environment,
+    Settings,
+    TimeoutTypes,
+    check_max_retries,
+    check_timeout,
+    resolve,
+)
+from ._errors import BillingOSError, ValidationError
+from ._models import Page
+from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._resources._base import AsyncPaginator
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Parent-process portals inherited by a forked child: kept referenced so they are never finalised there.
+_ORPHANED_BY_FORK: list[object] = []
+_RUNNERS: weakref.WeakSet[_Runner] = weakref.WeakSet()
+_THREAD_NAME = "billingos-loop"
+
+
+@attrs.frozen(eq=False)
+class _LoopState:
+    pid: int
+    portal_cm: AbstractContextManager[BlockingPortal]
+    portal: BlockingPortal
+    core: AsyncBillingOS
+    finalizer: weakref.finalize[Any, Any]
+
+
+def _shutdown(
+    pid: int,
+    loop_thread: int,
+    portal_cm: AbstractContextManager[BlockingPortal],
+    portal: BlockingPortal,
+    core: AsyncBillingOS,
+) -> None:
+    """Close the core on its loop, then stop the loop thread. Never references the facade."""
+    if os.getpid() != pid:
+        return  # a forked child must not touch its parent's loop thread (it does not exist here)
+    try:
+        portal.call(core.aclose)
+    except RuntimeError:
+        # Finalised on the loop thread itself (the last reference dropped inside a callback): the
+        # loop cannot wait for itself. The thread is a daemon; the pool goes with the process.
+        return
+    finally:
+        if threading.get_ident() != loop_thread:
+            portal_cm.__exit__(None, None, None)
+
+
+class _Runner:
+    """Owns the loop thread and the core; rebuilds both in a forked child."""
+
+    def __init__(self, factory: Callable[[], AsyncBillingOS]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._state: _LoopState | None = None
+        self._closed = False
+        _RUNNERS.add(self)
+
+    def _ensure(self) -> _LoopState:
+        state = self._state
+        if state is not None and state.pid == os.getpid():
+            return state
+        with self._lock:
+            if self._closed:
+                raise BillingOSError(
+                    "This BillingOS client is closed; create a new one.", code="client_closed"
+                )
+            state = self._state
+            if state is not None and state.pid == os.getpid():
+                return state
+            if state is not None:  # forked: park the parent's objects, build our own
+                state.finalizer.detach()
+                _ORPHANED_BY_FORK.append(state)
+            portal_cm = start_blocking_portal(name=_THREAD_NAME)
+            portal = portal_cm.__enter__()
+            try:
+                core, loop_thread = portal.call(self._build)
+            except BaseException:
+                portal_cm.__exit__(None, None, None)
+                raise
+            pid = os.getpid()
+            finalizer = weakref.finalize(self, _shutdown, pid, loop_thread, portal_cm, portal, core)
+            self._state = state = _LoopState(pid, portal_cm, portal, core, finalizer)
+            return state
+
+    async def _build(self) -> tuple[AsyncBillingOS, int]:
+        return self._factory(), threading.get_ident()
+
+    def run(self, call: Callable[[AsyncBillingOS], Awaitable[T]]) -> T:
+        """Run ``call(core)`` on the loop thread and wait for it; a caller-side interrupt cancels it."""
+        state = self._ensure()
+
+        async def on_loop() -> T:
+            return await call(state.core)
+
+        future = state.portal.start_task_soon(on_loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            state = self._state
+        if state is not None and state.pid == os.getpid():
+            state.finalizer()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the parent may have held it while forking
+
+
+def _reset_runners_after_fork() -> None:
+    for runner in list(_RUNNERS):
+        runner._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_runners_after_fork)
+
+
+class _Blocking(Generic[P, T]):
+    """A blocking twin of an async resource method, with the same signature (minus ``await``)."""
+
+    def __init__(
+        self, method: Callable[Concatenate[Any, P], Awaitable[T]], resource: str | None = None
+    ) -> None:
+        self._method = method.__name__
+        self._resource = resource
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Blocking[P, T]: ...
+    @overload
+    def __get__(self, obj: _SyncBase, owner: type) -> Callable[P, T]: ...
+    def __get__(self, obj: _SyncBase | None, owner: type) -> _Blocking[P, T] | Callable[P, T]:
+        if obj is None:
+            return self
+        facade, resource, method = obj._facade, self._resource or obj._resource, self._method
+
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+            def call(core: AsyncBillingOS) -> Awaitable[T]:
+                bound: Callable[P, Awaitable[T]] = getattr(getattr(facade._view(core), resource), method)
+                return bound(*args, **kwargs)
+
+            return facade._runner.run(call)
+
+        blocking.__doc__ = self.__doc__
+        blocking.__name__ = method
+        return blocking
+
+
+class Paginator(Generic[T]):
+    """The blocking counterpart of ``AsyncPaginator``: a plain iterator over every item, page by page.
+
+    Example::
+
+        for customer in billing.customers.list(limit=100):
+            print(customer.email)
+        print(billing.customers.list().page(1).total)
+    """
+
+    __slots__ = ("_facade", "_pager")
+
+    def __init__(self, facade: BillingOS, pager: AsyncPaginator[T]) -> None:
+        self._facade = facade
+        self._pager = pager
+
+    def page(self, number: int = 1) -> Page[T]:
+        """Fetch one page (1-based) with its totals."""
+        return self._facade._runner.run(lambda _core: self._pager.page(number))
+
+    def pages(self) -> Iterator[Page[T]]:
+        """Every page in order, starting at page 1."""
+        number: int | None = 1
+        while number is not None:
+            page = self.page(number)
+            yield page
+            number = page.next_page
+
+    def __iter__(self) -> Iterator[T]:
+        for page in self.pages():
+            yield from page.data
+
+
+class _BlockingList(Generic[P, T]):
+    """The blocking twin of a ``list`` method: same arguments, returns a :class:`Paginator`."""
+
+    def __init__(self, method: Callable[Concatenate[Any, P], AsyncPaginator[T]]) -> None:
+        self._method = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _BlockingList[P, T]: ...
+    @overload
+    def __get__(self, obj: _SyncBase, owner: type) -> Callable[P, Paginator[T]]: ...
+    def __get__(self, obj: _SyncBase | None, owner: type) -> _BlockingList[P, T] | Callable[P, Paginator[T]]:
+        if obj is None:
+            return self
+        facade, resource, method = obj._facade, obj._resource, self._method
+
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> Paginator[T]:
+            core = facade._view(facade._runner._ensure().core)
+            return Paginator(facade, getattr(getattr(core, resource), method)(*args, **kwargs))
+
+        blocking.__doc__ = self.__doc__
+        return blocking
+
+
+class _SyncBase:
+    __slots__ = ("_facade",)
+    _resource: str = ""
+
+    def __init__(self, facade: BillingOS) -> None:
+        self._facade = facade
+
+
+class SessionTokens(_SyncBase):
+    """``billing.session_tokens`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "session_tokens"
+    create = _Blocking(AsyncSessionTokens.create)
+    revoke = _Blocking(AsyncSessionTokens.revoke)
+
+
+class Entitlements(_SyncBase):
+    """``billing.entitlements`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "entitlements"
+    check = _Blocking(AsyncEntitlements.check)
+
+
+class Usage(_SyncBase):
+    """``billing.usage`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "usage"
+    track = _Blocking(AsyncUsage.track)
+    metrics = _Blocking(AsyncUsage.metrics)
+
+
+class Customers(_SyncBase):
+    """``billing.customers`` (blocking); ``list`` returns a plain iterator."""
+
+    __slots__ = ()
+    _resource = "customers"
+    create = _Blocking(AsyncCustomers.create)
+    get = _Blocking(AsyncCustomers.get)
+    get_by_external_id = _Blocking(AsyncCustomers.get_by_external_id)
+    update = _Blocking(AsyncCustomers.update)
+    delete = _Blocking(AsyncCustomers.delete)
+    list = _BlockingList(AsyncCustomers.list)
+
+
+class Subscriptions(_SyncBase):
+    """``billing.subscriptions`` (blocking); ``list`` returns a plain iterator."""
+
+    __slots__ = ()
+    _resource = "subscriptions"
+    create = _Blocking(AsyncSubscriptions.create)
+    get = _Blocking(AsyncSubscriptions.get)
+    list = _BlockingList(AsyncSubscriptions.list)
+    update = _Blocking(AsyncSubscriptions.update)
+    cancel = _Blocking(AsyncSubscriptions.cancel)
+    reactivate = _Blocking(AsyncSubscriptions.reactivate)
+
+
+class BillingOS(_SyncBase):
+    """The blocking BillingOS client, for code that is not async. Same arguments, resources,
+    models and errors as :class:`AsyncBillingOS`.
+
+    It runs the async client on one background event-loop thread, so one instance can be shared by
+    any number of threads (a WSGI server's workers, say) and keeps one connection pool. It also works
+    when called from inside a running event loop (Jupyter) and in a child after ``os.fork()``.
+
+    Example::
+
+        with BillingOS() as billing:                       # key from BILLINGOS_SECRET_KEY
+            if billing.check_entitlement("user_42", "exports").has_access:
+                billing.track_usage("user_42", "exports")
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_options",
+        "_runner",
+        "_settings",
+        "_views",
+        "customers",
+        "entitlements",
+        "session_tokens",
+        "subscriptions",
+        "usage",
+    )
+
+    create_session_token = _Blocking(AsyncSessionTokens.create, "session_tokens")
+    """Shortcut for ``session_tokens.create`` (Node: ``createSessionToken``)."""
+    check_entitlement = _Blocking(AsyncEntitlements.check, "entitlements")
+    """Shortcut for ``entitlements.check`` (Node: ``checkEntitlement``)."""
+    track_usage = _Blocking(AsyncUsage.track, "usage")
+    """Shortcut for ``usage.track`` (Node: ``trackUsage``)."""
+
+    def __init__(
+        self,
+        secret_key: str | None = None,
+        *,
+        api_url: str | None = None,
+        timeout: TimeoutTypes | None = DEFAULT_TIMEOUT,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        limits: httpx.Limits | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        settings = resolve(secret_key, api_url, timeout, max_retries, limits)  # refuse bad config here
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise ValidationError(
+                "BillingOS(http_client=...) takes an httpx.AsyncClient (it runs on the facade's loop "
+                "thread), "
+                f"not {type(http_client).__name__}.",
+                code="invalid_argument",
+            )
+
+        creator_pid = os.getpid()
+
+        def build() -> AsyncBillingOS:
+            if http_client is not None and os.getpid() != creator_pid:
+                raise BillingOSError(
+                    "This BillingOS was given its own http_client before os.fork(); that client's "
+                    "connections belong to the parent. Create the BillingOS in the child "
+                    "(e.g. in gunicorn's post_fork).",
+                    code="client_forked",
+                )
+            return AsyncBillingOS._from_settings(settings, http_client, retry_policy)
+
+        self._setup(_Runner(build), settings, {})
+
+    def _setup(self, runner: _Runner, settings: Settings, options: dict[str, Any]) -> None:
+        self._facade = self
+        self._runner = runner
+        self._settings = settings
+        self._options = options
+        self._views: weakref.WeakKeyDictionary[AsyncBillingOS, AsyncBillingOS] = weakref.WeakKeyDictionary()
+        self.session_tokens = SessionTokens(self)
+        self.entitlements = Entitlements(self)
+        self.usage = Usage(self)
+        self.customers = Customers(self)
+        self.subscriptions = Subscriptions(self)
+
+    def _view(self, core: AsyncBillingOS) -> AsyncBillingOS:
+        """The core as this facade sees it: itself, or a ``with_options`` copy sharing its pool."""
+        if not self._options:
+            return core
+        view = self._views.get(core)
+        if view is None:
+            view = self._views[core] = core.with_options(**self._options)
+        return view
+
+    @property
+    def environment(self) -> Environment:
+        """``"test"`` or ``"live"``, from the key's prefix."""
+        return self._settings.environment
+
+    @property
+    def api_url(self) -> str:
+        """The base URL requests go to."""
+        return self._settings.api_url
+
+    def with_options(
+        self,
+        *,
+        timeout: TimeoutTypes | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> BillingOS:
+        """A facade with other settings sharing this one's loop thread and pool.
+
+        Example::
+
+            billing.with_options(max_retries=0).usage.metrics("user_42")
+        """
+        options = dict(self._options)
+        settings = self._settings
+        if timeout is not None:
+            options["timeout"] = timeout
+            settings = attrs.evolve(settings, timeout=check_timeout(timeout))
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+            settings = attrs.evolve(settings, max_retries=check_max_retries(max_retries))
+        if retry_policy is not None:
+            options["retry_policy"] = retry_policy
+        clone = object.__new__(BillingOS)
+        clone._setup(self._runner, settings, options)
+        return clone
+
+    @property
+    def is_closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._runner._closed
+
+    def close(self) -> None:
+        """Close the pool and stop the loop thread. Idempotent; also runs at interpreter exit."""
+        self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<BillingOS environment={self._settings.environment!r} api_url={self._settings.api_url!r} "
+            f"secret_key={self._settings.secret_key.masked!r}>"
+        )

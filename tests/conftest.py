@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import respx
+
+import billingos
+from billingos import AsyncBillingOS, RetryPolicy
+
+from ._factories import BASE_URL, SECRET
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own BillingOS settings."""
+    for name in ("BILLINGOS_SECRET_KEY", "BILLINGOS_API_URL", "BILLINGOS_LOG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Every wait the retry policy asked for, in order (nothing actually sleeps)."""
+    return []
+
+
+@pytest.fixture
+def policy(sleeps: list[float]) -> RetryPolicy:
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return RetryPolicy(sleep=record)
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    """A respx router for BASE_URL; every request must match a route."""
+    with respx.mock(base_url=BASE_URL, assert_all_called=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def billing(router: respx.MockRouter, policy: RetryPolicy) -> AsyncIterator[AsyncBillingOS]:
+    """An AsyncBillingOS pointed at the respx router, with sleeps recorded instead of waited."""
+    async with AsyncBillingOS(SECRET, api_url=BASE_URL, retry_policy=policy) as client:
+        yield client
+
+
+@pytest.fixture
+def sync_billing(router: respx.MockRouter, policy: RetryPolicy) -> Iterator[billingos.BillingOS]:
+    """The blocking facade pointed at the respx router."""
+    with billingos.BillingOS(SECRET, api_url=BASE_URL, retry_policy=policy) as client:
+        yield client

@@ -134,11 +134,15 @@ class Requester:
         self.policy = policy
         self._base_url = settings.api_url
         # Lower-case names throughout, so a caller's extra header replaces ours whatever its case.
-        self._base_headers = {
-            "authorization": f"Bearer {settings.secret_key.reveal()}",
-            "user-agent": USER_AGENT,
-            "accept": "application/json",
-        }
+        # httpx.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
+        # locals (Sentry's frame variables, pytest -l, rich's show_locals).
+        self._base_headers = httpx.Headers(
+            {
+                "authorization": f"Bearer {settings.secret_key.reveal()}",
+                "user-agent": USER_AGENT,
+                "accept": "application/json",
+            }
+        )
 
     async def request(
         self,

@@ -17,17 +17,19 @@ The traps handled here (see the team's techniques notes, §1):
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager
+from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+import anyio
 import attrs
 import httpx
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncBillingOS
 from ._config import (
@@ -52,40 +54,75 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Parent-process portals inherited by a forked child: kept referenced so they are never finalised there.
+# Loop state inherited by a forked child: kept referenced, never finalised there (its thread is gone).
 _ORPHANED_BY_FORK: list[object] = []
 _RUNNERS: weakref.WeakSet[_Runner] = weakref.WeakSet()
 _THREAD_NAME = "billingos-loop"
 
 
 @attrs.frozen(eq=False)
+class _LoopThread:
+    """An event loop on a daemon thread of our own, reached through an anyio :class:`BlockingPortal`.
+
+    Our own thread running ``anyio.run`` rather than ``start_blocking_portal()``: that one keeps a
+    generator whose finaliser, inherited by a forked child, blocks forever on the parent's thread.
+    """
+
+    portal: BlockingPortal
+    thread: threading.Thread
+
+    @classmethod
+    def start(cls) -> _LoopThread:
+        ready: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def main() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:  # pragma: no cover - the loop failed to start at all
+                if not ready.done():
+                    ready.set_exception(exc)
+                raise
+
+        thread = threading.Thread(target=main, name=_THREAD_NAME, daemon=True)
+        thread.start()
+        return cls(ready.result(), thread)
+
+    def stop(self) -> None:
+        """Let running calls finish, stop the loop and join its thread."""
+        self.portal.call(self.portal.stop)
+        self.thread.join()
+
+
+@attrs.frozen(eq=False)
 class _LoopState:
     pid: int
-    portal_cm: AbstractContextManager[BlockingPortal]
-    portal: BlockingPortal
+    loop: _LoopThread
     core: AsyncBillingOS
     finalizer: weakref.finalize[Any, Any]
 
 
-def _shutdown(
-    pid: int,
-    loop_thread: int,
-    portal_cm: AbstractContextManager[BlockingPortal],
-    portal: BlockingPortal,
-    core: AsyncBillingOS,
-) -> None:
+def _shutdown(pid: int, loop: _LoopThread, core: AsyncBillingOS) -> None:
     """Close the core on its loop, then stop the loop thread. Never references the facade."""
     if os.getpid() != pid:
         return  # a forked child must not touch its parent's loop thread (it does not exist here)
-    try:
-        portal.call(core.aclose)
-    except RuntimeError:
-        # Finalised on the loop thread itself (the last reference dropped inside a callback): the
-        # loop cannot wait for itself. The thread is a daemon; the pool goes with the process.
+    if threading.current_thread() is loop.thread:
+        # Finalised on the loop thread itself (cyclic GC there, close() from an event hook): the loop
+        # cannot wait for itself, so a short-lived thread shuts it down once this callback returns.
+        threading.Thread(target=_shutdown, args=(pid, loop, core), name="billingos-shutdown").start()
         return
+    try:
+        loop.portal.call(core.aclose)
     finally:
-        if threading.get_ident() != loop_thread:
-            portal_cm.__exit__(None, None, None)
+        loop.stop()
+
+
+def _closed_error() -> BillingOSError:
+    return BillingOSError("This BillingOS client is closed; create a new one.", code="client_closed")
 
 
 class _Runner:
@@ -100,33 +137,27 @@ class _Runner:
 
     def _ensure(self) -> _LoopState:
         state = self._state
-        if state is not None and state.pid == os.getpid():
+        if state is not None and state.pid == os.getpid() and not self._closed:
             return state
         with self._lock:
             if self._closed:
-                raise BillingOSError(
-                    "This BillingOS client is closed; create a new one.", code="client_closed"
-                )
+                raise _closed_error()
             state = self._state
             if state is not None and state.pid == os.getpid():
                 return state
-            if state is not None:  # forked: park the parent's objects, build our own
-                state.finalizer.detach()
-                _ORPHANED_BY_FORK.append(state)
-            portal_cm = start_blocking_portal(name=_THREAD_NAME)
-            portal = portal_cm.__enter__()
+            loop = _LoopThread.start()
             try:
-                core, loop_thread = portal.call(self._build)
+                core = loop.portal.call(self._build)
             except BaseException:
-                portal_cm.__exit__(None, None, None)
+                loop.stop()
                 raise
             pid = os.getpid()
-            finalizer = weakref.finalize(self, _shutdown, pid, loop_thread, portal_cm, portal, core)
-            self._state = state = _LoopState(pid, portal_cm, portal, core, finalizer)
+            finalizer = weakref.finalize(self, _shutdown, pid, loop, core)
+            self._state = state = _LoopState(pid, loop, core, finalizer)
             return state
 
-    async def _build(self) -> tuple[AsyncBillingOS, int]:
-        return self._factory(), threading.get_ident()
+    async def _build(self) -> AsyncBillingOS:
+        return self._factory()  # on the loop thread: the pool belongs to this loop
 
     def run(self, call: Callable[[AsyncBillingOS], Awaitable[T]]) -> T:
         """Run ``call(core)`` on the loop thread and wait for it; a caller-side interrupt cancels it."""
@@ -135,7 +166,12 @@ class _Runner:
         async def on_loop() -> T:
             return await call(state.core)
 
-        future = state.portal.start_task_soon(on_loop)
+        try:
+            future = state.loop.portal.start_task_soon(on_loop)
+        except RuntimeError:
+            if self._closed:  # closed by another thread since _ensure()
+                raise _closed_error() from None
+            raise
         try:
             return future.result()
         except BaseException:
@@ -151,6 +187,10 @@ class _Runner:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # the parent may have held it while forking
+        state, self._state = self._state, None
+        if state is not None:  # the parent's loop thread does not exist here: forget it, quietly
+            state.finalizer.detach()
+            _ORPHANED_BY_FORK.append(state)
 
 
 def _reset_runners_after_fork() -> None:
@@ -162,6 +202,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_runners_after_fork)
 
 
+def _without_self(method: Callable[..., Any], returns: str | None = None) -> inspect.Signature:
+    """The async method's signature as the blocking twin has it: no ``self``; ``list`` returns a Paginator."""
+    signature = inspect.signature(method)
+    return_annotation = signature.return_annotation
+    if returns is not None and isinstance(return_annotation, str):
+        return_annotation = return_annotation.replace("AsyncPaginator", returns)
+    return signature.replace(
+        parameters=list(signature.parameters.values())[1:], return_annotation=return_annotation
+    )
+
+
 class _Blocking(Generic[P, T]):
     """A blocking twin of an async resource method, with the same signature (minus ``await``)."""
 
@@ -171,6 +222,7 @@ class _Blocking(Generic[P, T]):
         self._method = method.__name__
         self._resource = resource
         self.__doc__ = method.__doc__
+        self.__signature__ = _without_self(method)
 
     @overload
     def __get__(self, obj: None, owner: type) -> _Blocking[P, T]: ...
@@ -190,6 +242,7 @@ class _Blocking(Generic[P, T]):
 
         blocking.__doc__ = self.__doc__
         blocking.__name__ = method
+        blocking.__signature__ = self.__signature__  # type: ignore[attr-defined]
         return blocking
 
 
@@ -232,6 +285,7 @@ class _BlockingList(Generic[P, T]):
     def __init__(self, method: Callable[Concatenate[Any, P], AsyncPaginator[T]]) -> None:
         self._method = method.__name__
         self.__doc__ = method.__doc__
+        self.__signature__ = _without_self(method, returns="Paginator")
 
     @overload
     def __get__(self, obj: None, owner: type) -> _BlockingList[P, T]: ...
@@ -247,6 +301,8 @@ class _BlockingList(Generic[P, T]):
             return Paginator(facade, getattr(getattr(core, resource), method)(*args, **kwargs))
 
         blocking.__doc__ = self.__doc__
+        blocking.__name__ = method
+        blocking.__signature__ = self.__signature__  # type: ignore[attr-defined]
         return blocking
 
 

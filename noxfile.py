@@ -1,0 +1,83 @@
+"""Developer tasks. ``nox`` runs lint, typecheck and the tests on every Python 3.10-3.13 it finds.
+
+    nox -l                           # list the sessions
+    nox                              # lint, typecheck, tests-3.10 ... tests-3.13
+    nox -s tests-3.12 -- -k retry    # arguments after -- go to pytest
+    nox -s build                     # build the sdist and wheel, check them (not run by default)
+
+A Python that is not installed is skipped locally (nox errors instead when ``CI`` is set). With
+pyenv, ``pyenv global 3.11.7 3.10.13 3.12.1 3.13.0`` puts all four on PATH. Nox uses uv to make
+its virtualenvs when uv is installed (the ``dev`` extra brings it), else virtualenv.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+import zipfile
+
+import nox
+from packaging.requirements import Requirement
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.download_python = "never"  # only PyPI is reachable here: skip a missing Python, don't fetch one
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)  # from the trove classifiers: 3.10 ... 3.13
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite, with the same command as the README and .ci/run."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree; the dev extra covers every group."""
+    _check_dev_extra(session)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    session.run("mypy", "--strict", "billingos")
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build the sdist and wheel, run twine check, and make sure the wheel ships py.typed."""
+    session.install("build", "twine")
+    with tempfile.TemporaryDirectory() as out:
+        session.run("python", "-m", "build", "--outdir", out)
+        dists = sorted(str(p) for p in pathlib.Path(out).iterdir())
+        session.run("twine", "check", "--strict", *dists)
+        wheel = next(p for p in dists if p.endswith(".whl"))
+        if "billingos/py.typed" not in zipfile.ZipFile(wheel).namelist():
+            session.error(f"{wheel} does not contain billingos/py.typed")
+
+
+def _check_dev_extra(session: nox.Session) -> None:
+    """Fail when [dependency-groups] asks for something the `dev` extra does not (they must not drift)."""
+    dev = {_key(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    missing = [
+        req
+        for group in PYPROJECT["dependency-groups"]
+        for req in nox.project.dependency_groups(PYPROJECT, group)
+        if _key(req) not in dev
+    ]
+    if missing:
+        session.error(f"pyproject.toml: the dev extra lacks {sorted(set(missing))} from [dependency-groups]")
+
+
+def _key(requirement: str) -> tuple[str, str, str]:
+    req = Requirement(requirement)
+    return req.name.lower().replace("_", "-"), str(req.specifier), str(req.marker or "")

@@ -1,4 +1,4 @@
-"""Wire-format builders shared by the tests: tokens, error bodies and resource payloads as the server sends them."""
+"""Wire-format builders for the tests: tokens, error bodies and payloads as the server sends them."""
 
 from __future__ import annotations
 
@@ -36,11 +36,20 @@ def make_token(
     return f"bos_session_{body}.{'ab' * 32}"
 
 
-def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-               request_id: str = "req_" + "e" * 24) -> dict[str, Any]:
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    request_id: str = "req_" + "e" * 24,
+) -> dict[str, Any]:
     """The server's error envelope (CONTRACT §2)."""
-    error: dict[str, Any] = {"code": code, "message": message, "requestId": request_id,
-                             "timestamp": "2026-02-27T10:00:00.000Z"}
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "requestId": request_id,
+        "timestamp": "2026-02-27T10:00:00.000Z",
+    }
     if details is not None:
         error["details"] = details
     return {"error": error, "statusCode": status}
@@ -53,8 +62,13 @@ def customer_json(**overrides: Any) -> dict[str, Any]:
         "email": "ada@example.com",
         "email_verified": False,
         "name": "Ada",
-        "billing_address": {"street": "1 Main St", "city": "Paris", "state": None, "postal_code": "75001",
-                            "country": "FR"},
+        "billing_address": {
+            "street": "1 Main St",
+            "city": "Paris",
+            "state": None,
+            "postal_code": "75001",
+            "country": "FR",
+        },
         "stripe_customer_id": None,
         "metadata": {"plan": "pro"},
         "created_at": "2026-02-27T10:00:00.000Z",
@@ -96,8 +110,13 @@ def track_json(**overrides: Any) -> dict[str, Any]:
         "feature_key": "api_calls",
         "quantity": 1,
         "recorded_at": "2026-02-27T10:00:00.000Z",
-        "usage": {"consumed_units": "11.000000", "limit_units": "1000.000000", "remaining_units": 989,
-                  "period_start": "2026-02-01T00:00:00Z", "period_end": "2026-03-01T00:00:00Z"},
+        "usage": {
+            "consumed_units": "11.000000",
+            "limit_units": "1000.000000",
+            "remaining_units": 989,
+            "period_start": "2026-02-01T00:00:00Z",
+            "period_end": "2026-03-01T00:00:00Z",
+        },
         "requestId": "req_" + "0" * 24,
     }
     data.update(overrides)

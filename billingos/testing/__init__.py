@@ -23,7 +23,7 @@ fixtures ``billingos_fake``, ``billingos_url``, ``async_billingos_client`` and `
 from ._app import ROUTES, RateLimits, ReceivedRequest
 from ._fake import FakeBillingOS, serve_asgi
 from ._faults import Fault, FaultRule
-from ._state import CustomerRecord, Feature, Plan, SubscriptionRecord
+from ._state import CustomerRecord, Feature, Plan, SessionTokenRecord, SubscriptionRecord
 
 __all__ = [
     "ROUTES",
@@ -35,6 +35,7 @@ __all__ = [
     "Plan",
     "RateLimits",
     "ReceivedRequest",
+    "SessionTokenRecord",
     "SubscriptionRecord",
     "serve_asgi",
 ]

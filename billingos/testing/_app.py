@@ -223,8 +223,9 @@ class BillingOSApp:
         )
         response, drop_after = await self._respond(request, matched, record, body_bytes)
         response.headers["x-request-id"] = request_id
+        dropped = drop_after or isinstance(response, _Dropped)  # a reset answers nothing either
         with self._requests_lock:
-            self.requests.append(attrs.evolve(record, status=None if drop_after else response.status_code))
+            self.requests.append(attrs.evolve(record, status=None if dropped else response.status_code))
         if drop_after:
             return _Dropped()
         return response

@@ -18,7 +18,7 @@ from .._sync import BillingOS
 from ._app import ROUTES, BillingOSApp, RateLimits, ReceivedRequest
 from ._faults import DropConnection, Fault, FaultRule
 from ._faults import FaultPlan as _FaultPlan
-from ._state import CustomerRecord, Feature, FeatureType, Plan, Store, SubscriptionRecord
+from ._state import CustomerRecord, Feature, FeatureType, Plan, SessionTokenRecord, Store, SubscriptionRecord
 
 
 class FakeBillingOS:
@@ -157,6 +157,11 @@ class FakeBillingOS:
     def subscription(self, subscription_id: str) -> SubscriptionRecord:
         """A subscription by id (KeyError-free: raises the server's not-found error)."""
         return self._store.get_subscription(subscription_id)
+
+    def session_tokens(self) -> list[SessionTokenRecord]:
+        """Every session token minted so far, oldest first (revoked ones included)."""
+        with self._store.lock:
+            return list(self._store.tokens.values())
 
     def verify_session_token(self, token: str) -> dict[str, Any]:
         """The claims of a live token this server minted and signed; else ValueError."""

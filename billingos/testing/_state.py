@@ -129,8 +129,10 @@ class SubscriptionRecord:
 
 
 @attrs.define
-class _Token:
-    jti: str
+class SessionTokenRecord:
+    """A session token the fake minted (``token_id`` is its ``jti``)."""
+
+    token_id: str
     expires_at: float
     revoked: bool = False
 
@@ -153,7 +155,7 @@ class Store:
         self.customers: dict[str, CustomerRecord] = {}
         self.subscriptions: dict[str, SubscriptionRecord] = {}
         self.usage: dict[tuple[str, str, datetime], float] = {}  # (customer id, feature, period start)
-        self.tokens: dict[str, _Token] = {}
+        self.tokens: dict[str, SessionTokenRecord] = {}
         self.idempotency: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     def now(self) -> datetime:
@@ -213,7 +215,7 @@ class Store:
             payload["metadata"] = metadata or {}
             body = _b64url(json.dumps(payload, separators=(",", ":")).encode())
             signature = hmac.new(self.token_secret, body.encode(), hashlib.sha256).hexdigest()
-            self.tokens[jti] = _Token(jti, now + expires_in)
+            self.tokens[jti] = SessionTokenRecord(jti, now + expires_in)
             return f"bos_session_{body}.{signature}"
 
     def verify_session_token(self, token: str) -> dict[str, Any]:

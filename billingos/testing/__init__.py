@@ -20,10 +20,48 @@ A pytest plugin (``billingos.testing.pytest_plugin``, registered automatically) 
 fixtures ``billingos_fake``, ``billingos_url``, ``async_billingos_client`` and ``billingos_client``.
 """
 
-from ._app import ROUTES, RateLimits, ReceivedRequest
-from ._fake import FakeBillingOS, serve_asgi
-from ._faults import Fault, FaultRule
-from ._state import CustomerRecord, Feature, Plan, SessionTokenRecord, SubscriptionRecord
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import ROUTES, RateLimits, ReceivedRequest
+    from ._fake import FakeBillingOS, serve_asgi
+    from ._faults import Fault, FaultRule
+    from ._state import CustomerRecord, Feature, Plan, SessionTokenRecord, SubscriptionRecord
+
+# Loaded on first use: the pytest plugin in this package is registered for every install of
+# billingos, so importing the package must not need starlette or uvicorn (the `testing` extra).
+_EXPORTS = {
+    "ROUTES": "._app",
+    "RateLimits": "._app",
+    "ReceivedRequest": "._app",
+    "FakeBillingOS": "._fake",
+    "serve_asgi": "._fake",
+    "Fault": "._faults",
+    "FaultRule": "._faults",
+    "CustomerRecord": "._state",
+    "Feature": "._state",
+    "Plan": "._state",
+    "SessionTokenRecord": "._state",
+    "SubscriptionRecord": "._state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module, __name__), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"billingos.testing needs the 'testing' extra: pip install 'billingos[testing]' ({exc})"
+        ) from exc
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ROUTES",

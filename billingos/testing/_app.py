@@ -249,12 +249,14 @@ class BillingOSApp:
                 return _fault_response(fault, record.request_id), False
         rate_headers: dict[str, str] = {}
         try:
-            self._authenticate(request)
             if matched is None:
+                self._authenticate(request)
                 raise ApiError(404, "RES_NOT_FOUND", f"Cannot {request.method} {record.path}")
             route, params = matched
-            rate_headers = self._rate_limit(request, route, record)
-            call = _Call(params=params, query=record.query, body=_parse_body(body))
+            rate_headers = self._rate_limit(request, route, record)  # the throttler runs before auth
+            self._authenticate(request)
+            content_type = request.headers.get("content-type", "")
+            call = _Call(params=params, query=record.query, body=_parse_body(body, content_type))
             status, payload = await self._handlers[route](call)
             response = self._success(status, payload, record.request_id)
         except ApiError as exc:
@@ -574,11 +576,11 @@ def _try_json(body: bytes) -> Any:
         return None
 
 
-def _parse_body(body: bytes) -> Any:
+def _parse_body(body: bytes, content_type: str) -> Any:
     if len(body) > MAX_BODY:
         raise ApiError(413, "VAL_PAYLOAD_TOO_LARGE", "request entity too large")
-    if not body:
-        return None
+    if not body or content_type.split(";", 1)[0].strip().lower() != "application/json":
+        return None  # express.json() reads only application/json bodies: anything else is no body
     try:
         return json.loads(body)
     except ValueError:

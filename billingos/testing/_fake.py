@@ -134,7 +134,7 @@ class FakeBillingOS:
         return self._store.create_customer(fields)
 
     def subscribe(
-        self, customer: str | CustomerRecord, price_id: str, *, status: str = "active"
+        self, customer: str | CustomerRecord, price_id: str, *, status: str | None = None
     ) -> SubscriptionRecord:
         """Subscribe a customer (by external id, internal id or record) to a price, in any status."""
         ref = customer.id if isinstance(customer, CustomerRecord) else customer

@@ -189,6 +189,14 @@ class Store:
                 record = next((c for c in self.customers.values() if c.external_id == ref), None)
             return None if record is None or record.deleted_at is not None else record
 
+    def find_by_external_id(self, external_id: str) -> CustomerRecord | None:
+        """The live customer with this external id (the merchant's user id): what usage is keyed by."""
+        with self.lock:
+            return next(
+                (c for c in self.customers.values() if c.external_id == external_id and c.deleted_at is None),
+                None,
+            )
+
     # -- session tokens ----------------------------------------------------------------------
 
     def create_session_token(
@@ -273,7 +281,7 @@ class Store:
 
     def check(self, customer_id: str, feature_key: str) -> dict[str, Any]:
         with self.lock:
-            customer = self.find_customer(customer_id)
+            customer = self.find_by_external_id(customer_id)
             if customer is None:
                 raise not_found("Customer not found")
             denied: dict[str, Any] = {
@@ -332,7 +340,7 @@ class Store:
         self, customer_id: str, feature_key: str, quantity: float, idempotency_key: str | None
     ) -> dict[str, Any]:
         with self.lock:
-            customer = self.find_customer(customer_id)
+            customer = self.find_by_external_id(customer_id)
             if customer is None:
                 raise not_found("Customer not found")
             now = self.clock()
@@ -375,7 +383,7 @@ class Store:
 
     def metrics(self, customer_id: str, feature_key: str | None) -> dict[str, Any]:
         with self.lock:
-            customer = self.find_customer(customer_id)
+            customer = self.find_by_external_id(customer_id)
             if customer is None:
                 raise not_found("Customer not found")
             metrics = []

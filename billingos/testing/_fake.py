@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import httpx
 
 from .._client import AsyncBillingOS
@@ -225,8 +226,17 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
         self._inner = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # httpx's ASGITransport ignores timeouts; enforce the read timeout as a socket would, so a
+        # Fault.delay longer than the client's timeout raises RequestTimeoutError in-process too.
+        # (Unlike a real server, the timed-out request is then not processed at all.)
+        read_timeout = request.extensions.get("timeout", {}).get("read")
         try:
-            return await self._inner.handle_async_request(request)
+            with anyio.fail_after(read_timeout):
+                return await self._inner.handle_async_request(request)
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                "The fake did not answer within the read timeout.", request=request
+            ) from None
         except DropConnection:
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request

@@ -11,6 +11,7 @@ Example::
 Everything public is exported here; every other module is private.
 """
 
+from ._cache import CacheStats, EntitlementCache
 from ._client import AsyncBillingOS
 from ._errors import (
     AuthenticationError,
@@ -42,6 +43,7 @@ from ._models import (
     UsageRecord,
     UsageSnapshot,
 )
+from ._recorder import RecorderOptions, SyncUsageRecorder, UsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator
 from ._retry import RetryPolicy
@@ -61,10 +63,12 @@ __all__ = [
     "BillingAddress",
     "BillingOS",
     "BillingOSError",
+    "CacheStats",
     "ConflictError",
     "Customer",
     "Customers",
     "Entitlement",
+    "EntitlementCache",
     "EntitlementReason",
     "Entitlements",
     "FeatureType",
@@ -74,6 +78,7 @@ __all__ = [
     "Paginator",
     "QuotaExceededError",
     "RateLimitError",
+    "RecorderOptions",
     "RequestOptions",
     "RequestTimeoutError",
     "ResponseDecodeError",
@@ -84,10 +89,12 @@ __all__ = [
     "Subscription",
     "SubscriptionStatus",
     "Subscriptions",
+    "SyncUsageRecorder",
     "Usage",
     "UsageMetric",
     "UsageMetrics",
     "UsageRecord",
+    "UsageRecorder",
     "UsageSnapshot",
     "ValidationError",
     "__version__",

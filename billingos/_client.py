@@ -10,6 +10,7 @@ import attrs
 import httpx
 
 from . import _logs
+from ._cache import EntitlementCache
 from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -22,7 +23,9 @@ from ._config import (
 )
 from ._errors import ValidationError
 from ._http import Requester, Transport
+from ._recorder import RecorderOptions, UsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ class AsyncBillingOS:
         http_client: your own ``httpx.AsyncClient`` (proxies, custom TLS, a test transport). The SDK
             uses it as is and never closes it; ``timeout`` still applies per request.
         retry_policy: backoff settings (see :class:`RetryPolicy`).
+        entitlement_cache: an :class:`EntitlementCache` that ``entitlements.check`` (and
+            ``check_entitlement``) answer from; ``with_options`` copies share it. Off by default.
 
     ``None`` for any setting means its default, never "disabled".
 
@@ -94,35 +99,53 @@ class AsyncBillingOS:
         limits: httpx.Limits | None = None,
         http_client: httpx.AsyncClient | None = None,
         retry_policy: RetryPolicy | None = None,
+        entitlement_cache: EntitlementCache | None = None,
     ) -> None:
         settings = resolve(secret_key, api_url, timeout, max_retries, limits)
-        self._init_from(settings, http_client, retry_policy)
+        self._init_from(settings, http_client, retry_policy, entitlement_cache)
 
     @classmethod
     def _from_settings(
-        cls, settings: Settings, http_client: httpx.AsyncClient | None, retry_policy: RetryPolicy | None
+        cls,
+        settings: Settings,
+        http_client: httpx.AsyncClient | None,
+        retry_policy: RetryPolicy | None,
+        entitlement_cache: EntitlementCache | None = None,
     ) -> AsyncBillingOS:
         """Build from already-resolved settings (the sync facade resolves them in the caller's thread)."""
         client = object.__new__(cls)
-        client._init_from(settings, http_client, retry_policy)
+        client._init_from(settings, http_client, retry_policy, entitlement_cache)
         return client
 
     def _init_from(
-        self, settings: Settings, http_client: httpx.AsyncClient | None, retry_policy: RetryPolicy | None
+        self,
+        settings: Settings,
+        http_client: httpx.AsyncClient | None,
+        retry_policy: RetryPolicy | None,
+        entitlement_cache: EntitlementCache | None,
     ) -> None:
+        if entitlement_cache is not None and not isinstance(entitlement_cache, EntitlementCache):
+            raise ValidationError(
+                f"entitlement_cache must be an EntitlementCache, not {type(entitlement_cache).__name__}.",
+                code="invalid_argument",
+            )
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ValidationError(
                 f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.",
                 code="invalid_argument",
             )
         _logs.setup_from_env()
-        self._setup(settings, Transport.create(settings, http_client), retry_policy or RetryPolicy())
+        transport = Transport.create(settings, http_client)
+        self._setup(settings, transport, retry_policy or RetryPolicy(), entitlement_cache)
 
-    def _setup(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
+    def _setup(
+        self, settings: Settings, transport: Transport, policy: RetryPolicy, cache: EntitlementCache | None
+    ) -> None:
         self._requester = requester = Requester(settings, transport, policy)
+        self._entitlement_cache = cache
         self.session_tokens = AsyncSessionTokens(requester)
-        self.entitlements = AsyncEntitlements(requester)
-        self.usage = AsyncUsage(requester)
+        self.entitlements = AsyncEntitlements(requester, cache)
+        self.usage = AsyncUsage(requester, cache)
         self.customers = AsyncCustomers(requester)
         self.subscriptions = AsyncSubscriptions(requester)
 
@@ -182,8 +205,21 @@ class AsyncBillingOS:
             attrs.evolve(settings, **changes),
             self._requester.transport,
             retry_policy or self._requester.policy,
+            self._entitlement_cache,
         )
         return clone
+
+    @property
+    def entitlement_cache(self) -> EntitlementCache | None:
+        """The :class:`EntitlementCache` checks answer from, if one was configured."""
+        return self._entitlement_cache
+
+    def usage_recorder(self, **options: Unpack[RecorderOptions]) -> UsageRecorder:
+        """A background usage recorder bound to this client: ``async with billing.usage_recorder() as r``.
+
+        See :class:`UsageRecorder` for the options and guarantees.
+        """
+        return UsageRecorder(self, **options)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

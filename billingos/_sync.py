@@ -31,6 +31,7 @@ import attrs
 import httpx
 from anyio.from_thread import BlockingPortal
 
+from ._cache import EntitlementCache
 from ._client import AsyncBillingOS
 from ._config import (
     DEFAULT_MAX_RETRIES,
@@ -44,8 +45,9 @@ from ._config import (
 )
 from ._errors import BillingOSError, ValidationError
 from ._models import Page
+from ._recorder import RecorderOptions, SyncUsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
-from ._resources._base import AsyncPaginator
+from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -383,6 +385,7 @@ class BillingOS(_SyncBase):
 
     __slots__ = (
         "__weakref__",
+        "_entitlement_cache",
         "_options",
         "_runner",
         "_settings",
@@ -411,6 +414,7 @@ class BillingOS(_SyncBase):
         limits: httpx.Limits | None = None,
         http_client: httpx.AsyncClient | None = None,
         retry_policy: RetryPolicy | None = None,
+        entitlement_cache: EntitlementCache | None = None,
     ) -> None:
         settings = resolve(secret_key, api_url, timeout, max_retries, limits)  # refuse bad config here
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
@@ -431,9 +435,10 @@ class BillingOS(_SyncBase):
                     "(e.g. in gunicorn's post_fork).",
                     code="client_forked",
                 )
-            return AsyncBillingOS._from_settings(settings, http_client, retry_policy)
+            return AsyncBillingOS._from_settings(settings, http_client, retry_policy, entitlement_cache)
 
         self._setup(_Runner(build), settings, {})
+        self._entitlement_cache = entitlement_cache
 
     def _setup(self, runner: _Runner, settings: Settings, options: dict[str, Any]) -> None:
         self._facade = self
@@ -491,7 +496,20 @@ class BillingOS(_SyncBase):
             options["retry_policy"] = retry_policy
         clone = object.__new__(BillingOS)
         clone._setup(self._runner, settings, options)
+        clone._entitlement_cache = self._entitlement_cache
         return clone
+
+    @property
+    def entitlement_cache(self) -> EntitlementCache | None:
+        """The :class:`EntitlementCache` checks answer from, if one was configured."""
+        return self._entitlement_cache
+
+    def usage_recorder(self, **options: Unpack[RecorderOptions]) -> SyncUsageRecorder:
+        """A background usage recorder bound to this client: ``with billing.usage_recorder() as r``.
+
+        See :class:`UsageRecorder` for the options and guarantees.
+        """
+        return SyncUsageRecorder(self, **options)
 
     @property
     def is_closed(self) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .. import _validate as check
+from .._cache import EntitlementCache
 from .._convert import structurer
 from .._errors import NotFoundError
+from .._http import Requester
 from .._models import Entitlement, EntitlementReason
 from ._base import RequestOptions, Resource, Unpack
 
@@ -14,7 +16,11 @@ _decode_entitlement = structurer(Entitlement)
 class AsyncEntitlements(Resource):
     """``billing.entitlements``: feature access checks."""
 
-    __slots__ = ()
+    __slots__ = ("_cache",)
+
+    def __init__(self, requester: Requester, cache: EntitlementCache | None = None) -> None:
+        super().__init__(requester)
+        self._cache = cache
 
     async def check(
         self, customer_id: str, feature_key: str, **options: Unpack[RequestOptions]

@@ -9,7 +9,9 @@ from typing import Any
 import attrs
 
 from .. import _validate as check
+from .._cache import EntitlementCache
 from .._convert import structurer
+from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
 from ._base import RequestOptions, Resource, Unpack
 
@@ -20,7 +22,11 @@ _decode_metrics = structurer(UsageMetrics)
 class AsyncUsage(Resource):
     """``billing.usage``: record metered usage and read it back."""
 
-    __slots__ = ()
+    __slots__ = ("_cache",)
+
+    def __init__(self, requester: Requester, cache: EntitlementCache | None = None) -> None:
+        super().__init__(requester)
+        self._cache = cache
 
     async def track(
         self,

@@ -85,6 +85,16 @@ class EntitlementReason(_OpenEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     CUSTOMER_NOT_FOUND = "customer_not_found"
     """Set by the SDK: BillingOS answered 404 "Customer not found" (a user who never subscribed)."""
+    BILLINGOS_UNAVAILABLE = "billingos_unavailable"
+    """Set by the SDK's entitlement cache: BillingOS could not be reached and nothing usable was
+    cached, so the answer is the cache's ``on_unavailable="allow"`` or ``"deny"`` policy, not a check.
+
+    Example::
+
+        ent = await billing.check_entitlement("user_42", "api_calls")
+        if ent.reason == EntitlementReason.BILLINGOS_UNAVAILABLE:
+            metrics.increment("billing.unverified_access")
+    """
 
 
 def _mask_token(token: str) -> str:
@@ -214,6 +224,16 @@ class Entitlement:
     remaining: float | None = None
     resets_at: datetime | None = None
     feature_type: FeatureType | None = None
+    stale: bool = False
+    """Set by the SDK's entitlement cache: BillingOS was unavailable and this is the last answer it
+    gave (at most the cache's ``stale_if_error`` seconds old), not a fresh one. Never on the wire.
+
+    Example::
+
+        ent = await billing.check_entitlement("user_42", "api_calls")
+        if ent.stale:
+            log.info("BillingOS is down; using an answer from before the outage")
+    """
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 import anyio
 import attrs
@@ -44,7 +44,7 @@ from ._config import (
     resolve,
 )
 from ._errors import BillingOSError, ValidationError
-from ._models import Page
+from ._models import Entitlement, Page
 from ._recorder import RecorderOptions, SyncUsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator, Unpack
@@ -325,12 +325,65 @@ class SessionTokens(_SyncBase):
     revoke = _Blocking(AsyncSessionTokens.revoke)
 
 
+class _BlockingCheck(_Blocking[P, T]):
+    """The blocking ``entitlements.check``: a fresh cache hit is answered in the calling thread.
+
+    With an :class:`EntitlementCache` on the facade, ``cache.get_fresh`` (a lock and a dict lookup) runs
+    before anything else; only a miss, or ``cache=False``, goes to the loop thread.
+    """
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Blocking[P, T]: ...
+    @overload
+    def __get__(self, obj: _SyncBase, owner: type) -> Callable[P, T]: ...
+    def __get__(self, obj: _SyncBase | None, owner: type) -> _Blocking[P, T] | Callable[P, T]:
+        if obj is None:
+            return self
+        facade, resource, method = obj._facade, self._resource or obj._resource, self._method
+        store = facade._entitlement_cache
+        runner = facade._runner
+
+        def check(*args: P.args, **kwargs: P.kwargs) -> T:
+            if store is not None and not runner._closed:
+                hit = _fresh_hit(store, args, kwargs)
+                if hit is not None:
+                    return cast("T", hit)
+
+            def call(core: AsyncBillingOS) -> Awaitable[T]:
+                bound: Callable[P, Awaitable[T]] = getattr(getattr(facade._view(core), resource), method)
+                return bound(*args, **kwargs)
+
+            return runner.run(call)
+
+        check.__doc__ = self.__doc__
+        check.__name__ = method
+        check.__signature__ = self.__signature__  # type: ignore[attr-defined]
+        return check
+
+
+def _fresh_hit(store: EntitlementCache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entitlement | None:
+    """``store.get_fresh`` for ``check(customer_id, feature_key, *, cache=True, ...)``'s arguments."""
+    if kwargs.get("cache", True) is not True:
+        return None  # cache=False (or a bad value, which the async method reports)
+    customer_id = args[0] if args else kwargs.get("customer_id")
+    feature_key = args[1] if len(args) > 1 else kwargs.get("feature_key")
+    if not isinstance(customer_id, str) or not isinstance(feature_key, str):
+        return None  # let the async method report it
+    return store.get_fresh(customer_id, feature_key)
+
+
 class Entitlements(_SyncBase):
-    """``billing.entitlements`` (blocking)."""
+    """``billing.entitlements`` (blocking). With an entitlement cache, a fresh hit costs no thread hop.
+
+    Example::
+
+        with BillingOS(entitlement_cache=EntitlementCache(ttl=30)) as billing:
+            ent = billing.entitlements.check("user_42", "api_calls")   # from memory when fresh
+    """
 
     __slots__ = ()
     _resource = "entitlements"
-    check = _Blocking(AsyncEntitlements.check)
+    check = _BlockingCheck(AsyncEntitlements.check)
 
 
 class Usage(_SyncBase):
@@ -399,7 +452,7 @@ class BillingOS(_SyncBase):
 
     create_session_token = _Blocking(AsyncSessionTokens.create, "session_tokens")
     """Shortcut for ``session_tokens.create`` (Node: ``createSessionToken``)."""
-    check_entitlement = _Blocking(AsyncEntitlements.check, "entitlements")
+    check_entitlement = _BlockingCheck(AsyncEntitlements.check, "entitlements")
     """Shortcut for ``entitlements.check`` (Node: ``checkEntitlement``)."""
     track_usage = _Blocking(AsyncUsage.track, "usage")
     """Shortcut for ``usage.track`` (Node: ``trackUsage``)."""
@@ -425,6 +478,14 @@ class BillingOS(_SyncBase):
                 code="invalid_argument",
             )
 
+        if entitlement_cache is not None:
+            if not isinstance(entitlement_cache, EntitlementCache):
+                raise ValidationError(
+                    f"entitlement_cache must be an EntitlementCache, not {type(entitlement_cache).__name__}.",
+                    code="invalid_argument",
+                )
+            # Now, not when the core is built on the first miss: a hit may come before that.
+            entitlement_cache._bind(settings.api_url, settings.secret_key.reveal())
         creator_pid = os.getpid()
 
         def build() -> AsyncBillingOS:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import attrs
+
 from .. import _validate as check
 from .._cache import EntitlementCache
 from .._convert import structurer
-from .._errors import NotFoundError
+from .._errors import NotFoundError, ValidationError
 from .._http import Requester
 from .._models import Entitlement, EntitlementReason
 from ._base import RequestOptions, Resource, Unpack
 
-_decode_entitlement = structurer(Entitlement)
+_structure_entitlement = structurer(Entitlement)
+
+
+def _decode_entitlement(data: Any) -> Entitlement:
+    ent = _structure_entitlement(data)
+    # ``stale`` is the cache's own flag, never the server's: a wire field of that name must not set it.
+    return attrs.evolve(ent, stale=False) if ent.stale else ent
 
 
 class AsyncEntitlements(Resource):
@@ -20,10 +31,18 @@ class AsyncEntitlements(Resource):
 
     def __init__(self, requester: Requester, cache: EntitlementCache | None = None) -> None:
         super().__init__(requester)
+        if cache is not None:
+            settings = requester.settings
+            cache._bind(settings.api_url, settings.secret_key.reveal())
         self._cache = cache
 
     async def check(
-        self, customer_id: str, feature_key: str, **options: Unpack[RequestOptions]
+        self,
+        customer_id: str,
+        feature_key: str,
+        *,
+        cache: bool = True,
+        **options: Unpack[RequestOptions],
     ) -> Entitlement:
         """Whether ``customer_id`` (your own user id) may use ``feature_key`` now.
 
@@ -31,17 +50,42 @@ class AsyncEntitlements(Resource):
         becomes ``has_access=False, reason="customer_not_found"`` rather than an exception, so a
         handler can answer 403 instead of crashing. Every other failure raises.
 
+        With an :class:`EntitlementCache` on the client, a fresh cached answer is returned from
+        memory; concurrent checks of the same customer and feature share one request (sent with the
+        first caller's ``options``); while BillingOS is unavailable a recent answer is returned with
+        ``stale=True``, or the cache's ``on_unavailable`` policy applies. ``cache=False`` skips all of
+        that for this call: it asks BillingOS, raises its errors as they are, and stores the answer
+        so later cached checks see it.
+
         Example::
 
             ent = await billing.entitlements.check("user_42", "api_calls")
             if not ent.has_access:
                 return JSONResponse({"reason": ent.reason}, status_code=403)
             print(ent.remaining, ent.resets_at)
+
+            ent = await billing.entitlements.check("user_42", "api_calls", cache=False)  # ask now
         """
-        params = {
-            "customer_id": check.text("customer_id", customer_id),
-            "feature_key": check.text("feature_key", feature_key),
-        }
+        customer_id = check.text("customer_id", customer_id)
+        feature_key = check.text("feature_key", feature_key)
+        if cache is not True and cache is not False:
+            raise ValidationError(f"cache must be True or False, got {cache!r}.", code="invalid_argument")
+        store = self._cache
+        if store is None or self._requester.transport.closed:  # closed: let the request path say so
+            return await self._fetch(customer_id, feature_key, options)
+        if not cache:
+            ent = await self._fetch(customer_id, feature_key, options)
+            store.put(customer_id, feature_key, ent)
+            return ent
+        hit = store.get_fresh(customer_id, feature_key)
+        if hit is not None:
+            return hit
+        fetch = functools.partial(self._fetch, customer_id, feature_key, options)
+        return await store.get_or_fetch(customer_id, feature_key, fetch)
+
+    async def _fetch(self, customer_id: str, feature_key: str, options: RequestOptions) -> Entitlement:
+        """One ``GET /v1/usage/check``, "Customer not found" read as an answer."""
+        params = {"customer_id": customer_id, "feature_key": feature_key}
         try:
             return await self._requester.request(
                 "GET", "/v1/usage/check", params=params, decode=_decode_entitlement, options=options

@@ -11,6 +11,7 @@ import attrs
 from .. import _validate as check
 from .._cache import EntitlementCache
 from .._convert import structurer
+from .._errors import NotFoundError, QuotaExceededError
 from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
 from ._base import RequestOptions, Resource, Unpack
@@ -45,6 +46,11 @@ class AsyncUsage(Resource):
         POST the SDK retries after a lost response. The key used is returned in
         ``record.idempotency_key``; keep it to replay the call safely within 24 hours.
 
+        With an :class:`EntitlementCache` on the client, a successful track updates the cached
+        entitlement from the returned usage snapshot (``has_access=False`` once nothing remains), and
+        a ``QuotaExceededError`` or ``NotFoundError`` drops it, so cached checks cannot run far past
+        the quota.
+
         Raises:
             QuotaExceededError: the track would take the customer past the plan's limit.
             NotFoundError: unknown customer, or no active subscription with this feature.
@@ -70,9 +76,18 @@ class AsyncUsage(Resource):
         def decode(data: Any) -> UsageRecord:
             return attrs.evolve(_decode_record(data), idempotency_key=key)
 
-        return await self._requester.request(
-            "POST", "/v1/usage/track", body=body, decode=decode, options=options, retry_safe=True
-        )
+        try:
+            record = await self._requester.request(
+                "POST", "/v1/usage/track", body=body, decode=decode, options=options, retry_safe=True
+            )
+        except (QuotaExceededError, NotFoundError):
+            # The cached answer said "has access" and BillingOS disagrees: ask again on the next check.
+            if self._cache is not None:
+                self._cache.invalidate(customer_id, feature_key)
+            raise
+        if self._cache is not None:
+            self._cache.on_tracked(customer_id, feature_key, record)  # consume the cached quota locally
+        return record
 
     async def metrics(
         self, customer_id: str, feature_key: str | None = None, **options: Unpack[RequestOptions]

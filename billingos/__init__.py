@@ -43,7 +43,14 @@ from ._models import (
     UsageRecord,
     UsageSnapshot,
 )
-from ._recorder import RecorderOptions, SyncUsageRecorder, UsageRecorder
+from ._recorder import (
+    DeadLetter,
+    RecorderFullError,
+    RecorderOptions,
+    RecorderStats,
+    SyncUsageRecorder,
+    UsageRecorder,
+)
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator
 from ._retry import RetryPolicy
@@ -67,6 +74,7 @@ __all__ = [
     "ConflictError",
     "Customer",
     "Customers",
+    "DeadLetter",
     "Entitlement",
     "EntitlementCache",
     "EntitlementReason",
@@ -78,7 +86,9 @@ __all__ = [
     "Paginator",
     "QuotaExceededError",
     "RateLimitError",
+    "RecorderFullError",
     "RecorderOptions",
+    "RecorderStats",
     "RequestOptions",
     "RequestTimeoutError",
     "ResponseDecodeError",

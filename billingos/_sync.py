@@ -234,8 +234,13 @@ class _Blocking(Generic[P, T]):
         if obj is None:
             return self
         facade, resource, method = obj._facade, self._resource or obj._resource, self._method
+        local = self._answer_locally
 
         def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+            answer = local(facade, args, kwargs)
+            if answer is not None:
+                return answer
+
             def call(core: AsyncBillingOS) -> Awaitable[T]:
                 bound: Callable[P, Awaitable[T]] = getattr(getattr(facade._view(core), resource), method)
                 return bound(*args, **kwargs)
@@ -246,6 +251,10 @@ class _Blocking(Generic[P, T]):
         blocking.__name__ = method
         blocking.__signature__ = self.__signature__  # type: ignore[attr-defined]
         return blocking
+
+    def _answer_locally(self, facade: BillingOS, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T | None:
+        """An answer found in the calling thread, without the loop thread; ``None`` to go there."""
+        return None
 
 
 class Paginator(Generic[T]):
@@ -332,33 +341,11 @@ class _BlockingCheck(_Blocking[P, T]):
     before anything else; only a miss, or ``cache=False``, goes to the loop thread.
     """
 
-    @overload
-    def __get__(self, obj: None, owner: type) -> _Blocking[P, T]: ...
-    @overload
-    def __get__(self, obj: _SyncBase, owner: type) -> Callable[P, T]: ...
-    def __get__(self, obj: _SyncBase | None, owner: type) -> _Blocking[P, T] | Callable[P, T]:
-        if obj is None:
-            return self
-        facade, resource, method = obj._facade, self._resource or obj._resource, self._method
+    def _answer_locally(self, facade: BillingOS, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T | None:
         store = facade._entitlement_cache
-        runner = facade._runner
-
-        def check(*args: P.args, **kwargs: P.kwargs) -> T:
-            if store is not None and not runner._closed:
-                hit = _fresh_hit(store, args, kwargs)
-                if hit is not None:
-                    return cast("T", hit)
-
-            def call(core: AsyncBillingOS) -> Awaitable[T]:
-                bound: Callable[P, Awaitable[T]] = getattr(getattr(facade._view(core), resource), method)
-                return bound(*args, **kwargs)
-
-            return runner.run(call)
-
-        check.__doc__ = self.__doc__
-        check.__name__ = method
-        check.__signature__ = self.__signature__  # type: ignore[attr-defined]
-        return check
+        if store is None or facade._runner._closed:
+            return None
+        return cast("T | None", _fresh_hit(store, args, kwargs))
 
 
 def _fresh_hit(store: EntitlementCache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entitlement | None:

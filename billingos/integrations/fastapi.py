@@ -442,6 +442,22 @@ class BillingOSUnavailable(HTTPException):
         self.error = error
 
 
+def _request_and_customer(resolver: Callable[..., Any], returns: type) -> inspect.Signature:
+    """The signature FastAPI reads off a dependency object: the request, and the resolved customer id."""
+    return inspect.Signature(
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            inspect.Parameter(
+                "customer_id",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=Depends(resolver),
+                annotation=Any,
+            ),
+        ],
+        return_annotation=returns,
+    )
+
+
 class RequireEntitlement:
     """A FastAPI dependency: the request goes on only if the customer has access to ``feature_key``.
 
@@ -492,18 +508,7 @@ class RequireEntitlement:
         self._client = client
         self._cache = check.boolean("cache", cache)
         resolver = _as_dependency(customer_id, "customer_id")
-        self.__signature__ = inspect.Signature(
-            [
-                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-                inspect.Parameter(
-                    "customer_id",
-                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=Depends(resolver),
-                    annotation=Any,
-                ),
-            ],
-            return_annotation=Entitlement,
-        )
+        self.__signature__ = _request_and_customer(resolver, Entitlement)
 
     async def __call__(self, request: Request, customer_id: Any = None) -> Entitlement:
         """Check the entitlement of ``customer_id`` (resolved by FastAPI) for this request."""
@@ -602,18 +607,7 @@ class TrackUsage:
         self.quantity = quantity
         self._recorder = recorder
         resolver = _as_dependency(customer_id, "customer_id")
-        self.__signature__ = inspect.Signature(
-            [
-                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-                inspect.Parameter(
-                    "customer_id",
-                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=Depends(resolver),
-                    annotation=Any,
-                ),
-            ],
-            return_annotation=PendingUsage,
-        )
+        self.__signature__ = _request_and_customer(resolver, PendingUsage)
 
     async def __call__(self, request: Request, customer_id: Any = None) -> PendingUsage:
         """Register this request's usage; :class:`BillingOSMiddleware` records it after a 2xx."""

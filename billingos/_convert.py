@@ -14,7 +14,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn
@@ -120,6 +121,24 @@ converter.register_structure_hook(datetime, _structure_datetime)
 # More specific than str in the MRO, so str-based enums are not caught by the str hook.
 converter.register_structure_hook(_OpenEnum, _structure_open_enum)
 converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_mapping)
+
+def _is_optional(type_: Any) -> bool:
+    args = get_args(type_)
+    return get_origin(type_) in (Union, UnionType) and len(args) == 2 and type(None) in args
+
+
+def _optional_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    # cattrs' generic Optional handling dispatches on the inner type at every call; bind it once.
+    inner = next(a for a in get_args(type_) if a is not type(None))
+    hook = converter.get_structure_hook(inner)
+
+    def structure_optional(value: Any, _: Any) -> Any:
+        return None if value is None else hook(value, inner)
+
+    return structure_optional
+
+
+converter.register_structure_hook_factory(_is_optional, _optional_hook)
 
 _entitlement_fields = make_dict_structure_fn(Entitlement, converter)
 

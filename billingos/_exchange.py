@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -58,6 +60,23 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, httpx.Response]
+    ) -> asyncio.Task[httpx.Response]:
+        """A task that runs at once, in this call, until its first suspension (saves loop iterations)."""
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, httpx.Response]
+    ) -> asyncio.Task[httpx.Response]:
+        """A task scheduled on the loop (eager start needs Python 3.12)."""
+        return loop.create_task(coro)
 
 
 class _Exchanger:
@@ -108,7 +127,11 @@ class _Exchanger:
         if loop is None:
             return await self._send_shielded(request)
         exchange = self._client.send(request)
-        task = loop.create_task(exchange)
+        task = _start_task(loop, exchange)
+        if task.done():
+            # Started eagerly (Python 3.12+) and finished without ever suspending, as over an
+            # in-process transport: no await happened, so no cancellation could reach it.
+            return task.result()
         waiter: asyncio.Future[None] = loop.create_future()
         self._tasks[task] = waiter
         task.add_done_callback(self._on_done)

@@ -11,6 +11,9 @@ Example::
 Everything public is exported here; every other module is private.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._cache import CacheStats, EntitlementCache
 from ._client import AsyncBillingOS
 from ._errors import (
@@ -43,19 +46,52 @@ from ._models import (
     UsageRecord,
     UsageSnapshot,
 )
-from ._recorder import (
-    DeadLetter,
-    RecorderFullError,
-    RecorderOptions,
-    RecorderStats,
-    SyncUsageRecorder,
-    UsageRecorder,
-)
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator
 from ._retry import RetryPolicy
-from ._sync import BillingOS, Customers, Entitlements, Paginator, SessionTokens, Subscriptions, Usage
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._recorder import (
+        DeadLetter,
+        RecorderFullError,
+        RecorderOptions,
+        RecorderStats,
+        SyncUsageRecorder,
+        UsageRecorder,
+    )
+    from ._sync import BillingOS, Customers, Entitlements, Paginator, SessionTokens, Subscriptions, Usage
+
+# Loaded on first use: an async service never needs the blocking facade (and its loop-thread
+# machinery), and only code that records usage needs the recorder (and sqlite3).
+_LAZY = {
+    "BillingOS": "._sync",
+    "Customers": "._sync",
+    "Entitlements": "._sync",
+    "Paginator": "._sync",
+    "SessionTokens": "._sync",
+    "Subscriptions": "._sync",
+    "Usage": "._sync",
+    "DeadLetter": "._recorder",
+    "RecorderFullError": "._recorder",
+    "RecorderOptions": "._recorder",
+    "RecorderStats": "._recorder",
+    "SyncUsageRecorder": "._recorder",
+    "UsageRecorder": "._recorder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AsyncBillingOS",

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -140,7 +141,9 @@ def _optional_hook(type_: Any) -> Callable[[Any, Any], Any]:
 
 converter.register_structure_hook_factory(_is_optional, _optional_hook)
 
-_entitlement_fields = make_dict_structure_fn(Entitlement, converter)
+@functools.cache
+def _entitlement_fields() -> Callable[[Any, Any], Entitlement]:
+    return make_dict_structure_fn(Entitlement, converter)
 
 
 def _structure_entitlement(value: object, cls: type) -> Entitlement:
@@ -155,20 +158,24 @@ def _structure_entitlement(value: object, cls: type) -> Entitlement:
         for wire, attr in (("remaining", "remaining"), ("resets_at", "resets_at"), ("type", "feature_type")):
             if meta.get(wire) is not None:
                 flat[attr] = meta[wire]
-    return _entitlement_fields(flat, cls)
+    return _entitlement_fields()(flat, cls)
 
 
 converter.register_structure_hook(Entitlement, _structure_entitlement)
 
 
 def structurer(cls: type[T]) -> Callable[[Any], T]:
-    """A fast ``data -> cls`` function (the hook is generated once, here, not per call)."""
-    hook = converter.get_structure_hook(cls)
+    """A fast ``data -> cls`` function. Its hook is generated on first use (not at import: code
+    generation for every model would add milliseconds to ``import billingos``), then reused."""
+    hook: Callable[[Any, type[T]], T] | None = None
 
     def structure(data: Any) -> T:
+        nonlocal hook
         if not isinstance(data, dict):
             raise _fail("a JSON object", data)
-        return hook(data, cls)  # type: ignore[no-any-return]
+        if hook is None:
+            hook = converter.get_structure_hook(cls)
+        return hook(data, cls)
 
     return structure
 

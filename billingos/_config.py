@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import os
@@ -15,13 +16,17 @@ from ._errors import ValidationError
 
 Environment = Literal["test", "live"]
 TimeoutTypes = float | int | httpx.Timeout
+HttpBackend = Literal["httpx", "aiohttp"]
+"""What carries the SDK's requests: stock httpx, or httpx over aiohttp (the ``billingos[aiohttp]`` extra)."""
 
 SANDBOX_URL = "https://sandbox-api.billingos.dev"
 LIVE_URL = "https://api.billingos.dev"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 3
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+# keep-alive = max: httpcore 1.0.9 counts *all* pooled connections against max_keepalive_connections,
+# so a lower value closes every connection as it goes idle under load (one new connection per call).
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
 
 _PREFIXES: Mapping[str, Environment] = {"sk_test_": "test", "sk_live_": "live"}
 
@@ -72,6 +77,7 @@ class Settings:
     timeout: httpx.Timeout
     max_retries: int
     limits: httpx.Limits = DEFAULT_LIMITS
+    http_backend: HttpBackend = "httpx"
 
 
 def resolve(
@@ -81,6 +87,7 @@ def resolve(
     max_retries: int | None,
     limits: httpx.Limits | None,
     env: Mapping[str, str] | None = None,
+    http_backend: str | None = None,
 ) -> Settings:
     """Resolve every setting from arguments, then the environment, then defaults (CONTRACT §1).
 
@@ -100,6 +107,7 @@ def resolve(
         timeout=check_timeout(timeout),
         max_retries=check_max_retries(max_retries),
         limits=limits if limits is not None else DEFAULT_LIMITS,
+        http_backend=check_http_backend(http_backend),
     )
 
 
@@ -199,3 +207,33 @@ def check_max_retries(max_retries: int | None) -> int:
             code="invalid_argument",
         )
     return max_retries
+
+
+AIOHTTP_MISSING = (
+    "http_backend='aiohttp' needs the optional aiohttp backend: pip install 'billingos[aiohttp]' "
+    "(it installs httpx-aiohttp and aiohttp)."
+)
+
+
+def check_http_backend(http_backend: str | None) -> HttpBackend:
+    """``"httpx"`` (the default) or ``"aiohttp"``, whose packages must be installed."""
+    if http_backend is None or http_backend == "httpx":
+        return "httpx"
+    if http_backend != "aiohttp":
+        raise ValidationError(
+            f"http_backend must be 'httpx' or 'aiohttp', got {http_backend!r}.", code="invalid_argument"
+        )
+    # find_spec, not an import: refuse at construction without paying aiohttp's import time here.
+    if any(importlib.util.find_spec(name) is None for name in ("httpx_aiohttp", "aiohttp")):
+        raise ValidationError(AIOHTTP_MISSING, code="invalid_argument")
+    return "aiohttp"
+
+
+def check_backend_and_client(settings: Settings, http_client: object) -> None:
+    """Refuse ``http_backend="aiohttp"`` together with ``http_client=``: the backend *is* the client."""
+    if http_client is not None and settings.http_backend != "httpx":
+        raise ValidationError(
+            f"http_backend={settings.http_backend!r} makes the SDK build its own HTTP client; it cannot be "
+            "combined with http_client=. Pass one or the other.",
+            code="invalid_argument",
+        )

@@ -37,8 +37,10 @@ from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     Environment,
+    HttpBackend,
     Settings,
     TimeoutTypes,
+    check_backend_and_client,
     check_max_retries,
     check_timeout,
     resolve,
@@ -415,6 +417,7 @@ class BillingOS(_SyncBase):
     It runs the async client on one background event-loop thread, so one instance can be shared by
     any number of threads (a WSGI server's workers, say) and keeps one connection pool. It also works
     when called from inside a running event loop (Jupyter) and in a child after ``os.fork()``.
+    ``http_backend="aiohttp"`` puts aiohttp under that loop's pool, as for :class:`AsyncBillingOS`.
 
     Example::
 
@@ -455,8 +458,11 @@ class BillingOS(_SyncBase):
         http_client: httpx.AsyncClient | None = None,
         retry_policy: RetryPolicy | None = None,
         entitlement_cache: EntitlementCache | None = None,
+        http_backend: HttpBackend | None = None,
     ) -> None:
-        settings = resolve(secret_key, api_url, timeout, max_retries, limits)  # refuse bad config here
+        # Refuse bad configuration here, not on the first call.
+        settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+        check_backend_and_client(settings, http_client)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ValidationError(
                 "BillingOS(http_client=...) takes an httpx.AsyncClient (it runs on the facade's loop "

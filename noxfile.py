@@ -4,6 +4,7 @@
     nox                              # lint, typecheck, tests-3.10 ... tests-3.13
     nox -s tests-3.12 -- -k retry    # arguments after -- go to pytest
     nox -s build                     # build the sdist and wheel, check them (not run by default)
+    nox -s bench -- --quick          # the benchmarks and docs/performance.md (not run by default)
 
 A Python that is not installed is skipped locally (nox errors instead when ``CI`` is set). With
 pyenv, ``pyenv global 3.11.7 3.10.13 3.12.1 3.13.0`` puts all four on PATH. Nox uses uv to make
@@ -65,12 +66,29 @@ def build(session: nox.Session) -> None:
             session.error(f"{wheel} does not contain billingos/py.typed")
 
 
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmarks: every scenario's figure and goal, then docs/performance.md and .png (issue 5).
+
+    nox -s bench                    # the full run, under 10 minutes
+    nox -s bench -- --quick         # under a minute; other options: python -m bench --help
+    Goals are reported, never enforced: the session fails only if a scenario crashes.
+    """
+    session.install("-e", ".[testing,aiohttp]", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+# Groups the dev extra need not cover: the benchmarks' chart and peers are not needed to develop or test.
+_NOT_IN_DEV = {"bench"}
+
+
 def _check_dev_extra(session: nox.Session) -> None:
     """Fail when [dependency-groups] asks for something the `dev` extra does not (they must not drift)."""
     dev = {_key(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
     missing = [
         req
         for group in PYPROJECT["dependency-groups"]
+        if group not in _NOT_IN_DEV
         for req in nox.project.dependency_groups(PYPROJECT, group)
         if _key(req) not in dev
     ]

@@ -1,187 +1,213 @@
-"""Recorder figures: record() cost (in memory, with an outbox), drain time of 10 000 events, track calls.
+"""Scenario 6: the usage recorder: what ``record()`` costs the caller, and how fast 10 000 events drain.
 
-Run: .venv/bin/python bench/recorder.py
+``record()`` is timed in this process, in alternating batches with and without the SQLite outbox (the
+recorder's flushes go to the canned transport of ``overhead.py``; they do not happen during a batch).
+Each drain runs in a fresh interpreter (``python -m bench.recorder drain ...``) so that its peak RSS is
+its own, against the embedded server on loopback in a process of its own, which counts the track calls
+and the units it received.
 """
 
+from __future__ import annotations
+
+import asyncio
+import json
 import os
-import statistics
+import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
-import anyio
-
-from billingos import RetryPolicy
-from billingos.testing import FakeBillingOS
+from ._harness import (
+    Context,
+    Goal,
+    Row,
+    Server,
+    fmt,
+    interleave,
+    loopback_server,
+    median_us,
+    peak_rss_bytes,
+    per_call,
+    ratios,
+    rss_bytes,
+    run_child,
+)
 
 TRACK = "POST /v1/usage/track"
-N = 200_000
+EVENTS = 10_000
+THREADS = 4
+MB = 1024 * 1024
 
 
-def seed(fake, customers):
-    fake.add_feature("api_calls", "usage_quota")
-    plan = fake.add_product("Pro", features={"api_calls": 10**12})
-    for i in range(customers):
-        fake.add_customer(f"user_{i}")
-        fake.subscribe(f"user_{i}", plan.price_id)
+# ---------------------------------------------------------------------------------------------
+# record()
 
 
-def per_call_us(rec, n, customers):
-    ids = [f"user_{i % customers}" for i in range(n)]
-    record = rec.record
-    t = time.perf_counter()
-    for c in ids:
-        record(c, "api_calls")
-    return (time.perf_counter() - t) / n * 1e6
+async def _record_times(ctx: Context) -> dict[str, list[float]]:
+    from .overhead import sdk_client
+
+    n = ctx.pick(100_000, 20_000, 1_000)
+    ids = [f"user_{i % 50}" for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            sdk_client() as billing,
+            billing.usage_recorder(flush_interval=3600, max_pending=10**9) as memory,
+            billing.usage_recorder(
+                outbox=os.path.join(tmp, "usage.db"), flush_interval=3600, max_pending=10**9
+            ) as outbox,
+        ):
+
+            def batch(record: Any) -> float:
+                it = iter(ids)
+                return per_call(lambda: record(next(it), "api_calls"), n)
+
+            times = interleave(
+                {"memory": lambda: batch(memory.record), "outbox": lambda: batch(outbox.record)}, ctx.reps
+            )
+            await memory.flush()
+            await outbox.flush()
+
+            # record() from several threads at once (a threaded web server): per call, in each thread.
+            per_thread: list[float] = []
+
+            def worker() -> None:
+                per_thread.append(batch(memory.record))
+
+            threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            times["threads"] = per_thread
+            await memory.flush()
+
+            # How soon an event is on disk (what a kill -9 keeps) when the writer thread is idle.
+            durable = []
+            for _ in range(ctx.pick(200, 50, 5)):
+                started = time.perf_counter()
+                outbox.record("user_0", "api_calls")
+                await outbox.wait_durable(timeout=5)
+                durable.append(time.perf_counter() - started)
+            times["durable"] = durable
+            await outbox.flush()
+    return times
 
 
-async def bench_record(outbox):
-    results = []
-    for _ in range(5):
-        fake = FakeBillingOS(rate_limits=None)
-        seed(fake, 50)
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "usage.db") if outbox else None
-            async with fake.client() as billing:
-                async with billing.usage_recorder(outbox=path, flush_interval=3600, max_pending=10**7) as rec:
-                    results.append(per_call_us(rec, N, 50))
-                    await rec.flush()
-    return results
+# ---------------------------------------------------------------------------------------------
+# Draining 10 000 events, in a child process
 
 
-async def bench_durable_latency():
-    fake = FakeBillingOS(rate_limits=None)
-    seed(fake, 1)
-    lat = []
-    with tempfile.TemporaryDirectory() as d:
-        async with fake.client() as billing:
-            async with billing.usage_recorder(outbox=os.path.join(d, "u.db"), flush_interval=3600) as rec:
-                for _ in range(200):
-                    t = time.perf_counter()
-                    rec.record("user_0", "api_calls")
-                    rec._wait_durable_blocking(5)  # blocking on purpose: the writer thread does the work
-                    lat.append((time.perf_counter() - t) * 1e3)
-                await rec.flush()
-    return lat
+def _drain_child(
+    url: str, key: str, outbox: bool, customers: int, features: int, events: int
+) -> dict[str, float]:
+    from billingos import AsyncBillingOS
+
+    async def main() -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "usage.db") if outbox else None
+            async with AsyncBillingOS(key, api_url=url) as billing:
+                async with billing.usage_recorder(outbox=path) as recorder:
+                    rss_before = rss_bytes()
+                    started = time.perf_counter()
+                    for k in range(events):
+                        recorder.record(f"user_{k % customers}", f"f{(k // customers) % features}")
+                    await recorder.flush()
+                    seconds = time.perf_counter() - started
+                    stats = recorder.stats
+        return {
+            "seconds": seconds,
+            "peak_rss": peak_rss_bytes(),
+            "rss_before": rss_before,
+            "sent_calls": stats.sent_calls,
+        }
+
+    return asyncio.run(main())
 
 
-async def bench_drain(outbox, customers, features, loopback=True):
-    fake = FakeBillingOS(rate_limits=None)
-    fake.add_feature("f0", "usage_quota")
-    for j in range(1, features):
-        fake.add_feature(f"f{j}", "usage_quota")
-    plan = fake.add_product("Pro", features={f"f{j}": 10**12 for j in range(features)})
-    for i in range(customers):
-        fake.add_customer(f"user_{i}")
-        fake.subscribe(f"user_{i}", plan.price_id)
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "usage.db") if outbox else None
-        import contextlib
-
-        from billingos import AsyncBillingOS
-
-        with fake.serve() if loopback else contextlib.nullcontext() as url:
-            async with AsyncBillingOS(fake.secret_key, api_url=url) if loopback else fake.client() as billing:
-                async with billing.usage_recorder(outbox=path, flush_interval=0.05) as rec:
-                    t = time.perf_counter()
-                    for k in range(10_000):
-                        rec.record(f"user_{k % customers}", f"f{(k // customers) % features}")
-                    await rec.flush()
-                    elapsed = time.perf_counter() - t
-        calls = len(fake.requests_to(TRACK))
-        total = sum(fake.usage_of(f"user_{i}", f"f{j}") for i in range(customers) for j in range(features))
-    assert total == 10_000, total
-    return elapsed, calls
-
-
-async def bench_threads():
-    fake = FakeBillingOS(rate_limits=None)
-    seed(fake, 50)
-    async with fake.client() as billing:
-        async with billing.usage_recorder(flush_interval=3600, max_pending=10**7) as rec:
-            out = []
-
-            def worker():
-                out.append(per_call_us(rec, 50_000, 50))
-
-            ts = [threading.Thread(target=worker) for _ in range(4)]
-            t = time.perf_counter()
-            for th in ts:
-                th.start()
-            for th in ts:
-                th.join()
-            wall = time.perf_counter() - t
-            await rec.flush()
-    return out, wall
-
-
-async def bench_faults():
-    import random
-
-    from billingos.testing import Fault
-
-    fake = FakeBillingOS(rate_limits=None, seed=1)
-    seed(fake, 10)
-    fake.add_feature("exports", "usage_quota")
-    fake.inject(TRACK, Fault.drop_response(), times=None, probability=0.15)
-    fake.inject(TRACK, Fault.error(503), times=None, probability=0.15)
-    fake.inject(TRACK, Fault.error(429, retry_after=0.01), times=None, probability=0.15)
-    rng = random.Random(1)
-    async with (
-        fake.client() as billing,
-        billing.usage_recorder(
-            flush_interval=0.05, retry_policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.1)
-        ) as rec,
-    ):
-        t = time.perf_counter()
-
-        async def task():
-            for i in range(200):
-                rec.record(f"user_{rng.randrange(10)}", "api_calls")
-                if i % 20 == 19:
-                    await anyio.sleep(0.001)
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(50):
-                tg.start_soon(task)
-        await rec.flush()
-        elapsed = time.perf_counter() - t
-        stats = rec.stats
-    total = sum(fake.usage_of(f"user_{i}", "api_calls") for i in range(10))
-    return elapsed, len(fake.requests_to(TRACK)), stats, total
-
-
-async def main():
-    mem = await bench_record(False)
-    box = await bench_record(True)
-    print(
-        f"record() in memory : median {statistics.median(mem):.2f} µs/call (runs: {', '.join(f'{x:.2f}' for x in mem)})"
-    )
-    print(
-        f"record() w/ outbox : median {statistics.median(box):.2f} µs/call (runs: {', '.join(f'{x:.2f}' for x in box)})"
-    )
-    th, wall = await bench_threads()
-    print(
-        f"record() 4 threads x 50k, in memory: per-thread {', '.join(f'{x:.2f}' for x in th)} µs/call; {200_000 / wall:,.0f} calls/s total"
-    )
-    lat = sorted(await bench_durable_latency())
-    print(
-        f"record() -> durable in the outbox (idle writer): median {statistics.median(lat):.2f} ms, p95 {lat[int(len(lat) * 0.95)]:.2f} ms"
-    )
-    elapsed, calls, stats, total = await bench_faults()
-    print(
-        f"10 000 events from 50 tasks, ~39% of track attempts faulted (drop 15%, 503 15%, 429 15%, in turn), in-process: {elapsed * 1000:.0f} ms, "
-        f"{calls} track requests ({stats.sent_calls} calls + {stats.retried} retries), server total {total:.0f}"
-    )
-    for loopback in (True, False):
-        for outbox in (False, True):
-            for customers, features in ((10, 2), (200, 5)):
-                elapsed, calls = await bench_drain(outbox, customers, features, loopback)
-                print(
-                    f"drain 10 000 events, {customers} customers x {features} features, "
-                    f"outbox={'sqlite' if outbox else 'memory'}, {'loopback' if loopback else 'in-process'}: "
-                    f"{elapsed * 1000:.0f} ms, {calls} track calls"
+def _drain_rows(ctx: Context) -> list[Row]:
+    events = ctx.pick(EVENTS, EVENTS, 500)
+    workloads = {"full": [(10, 2), (200, 5)], "quick": [(200, 5)], "smoke": [(10, 2)]}[ctx.mode]
+    reps = ctx.pick(3, 1, 1)
+    rows = []
+    with loopback_server(customers=200, features=[f"f{j}" for j in range(5)]) as server:
+        for customers, features in workloads:
+            keys = min(customers * features, events)
+            runs: dict[str, list[dict[str, float]]] = {"memory": [], "outbox": []}
+            for rep in range(reps):
+                for kind in ("memory", "outbox") if rep % 2 == 0 else ("outbox", "memory"):
+                    runs[kind].append(_drain_once(server, kind == "outbox", customers, features, events))
+            for kind in ("memory", "outbox"):
+                seconds = [r["seconds"] * 1e3 for r in runs[kind]]
+                calls = max(r["calls"] for r in runs[kind])
+                peak = max(r["peak_rss"] for r in runs[kind]) / MB
+                growth = max(r["peak_rss"] - r["rss_before"] for r in runs[kind]) / MB
+                rows.append(
+                    Row.measured(
+                        f"drain {fmt(events)} events over {fmt(keys)} keys, {kind}: time",
+                        seconds,
+                        "ms",
+                        note=f"{calls:.0f} track calls ({keys} keys); peak RSS {peak:.0f} MB "
+                        f"(+{growth:.1f} MB while recording and draining)",
+                    )
                 )
+            rows.append(
+                Row.measured(
+                    f"drain over {fmt(keys)} keys: outbox / memory, time",
+                    ratios([r["seconds"] for r in runs["outbox"]], [r["seconds"] for r in runs["memory"]]),
+                )
+            )
+    return rows
 
 
-anyio.run(main)
+def _drain_once(server: Server, outbox: bool, customers: int, features: int, events: int) -> dict[str, float]:
+    before_calls = server.count(TRACK)
+    before_units = sum(server.total(f"f{j}") for j in range(features))
+    spec = json.dumps([server.url, server.secret_key, outbox, customers, features, events])
+    result: dict[str, float] = run_child(["-m", "bench.recorder", "drain", spec])
+    result["calls"] = server.count(TRACK) - before_calls
+    counted = sum(server.total(f"f{j}") for j in range(features)) - before_units
+    if counted != events:
+        raise RuntimeError(f"the server counted {counted} units for {events} events")
+    return result
+
+
+def run(ctx: Context) -> list[Row]:
+    """6. The usage recorder. ``record()``: the caller's cost per event, in memory and with the SQLite
+    outbox (goal ≤ 10 µs each), timed in alternating batches. Draining 10 000 events to the embedded
+    server on loopback (its own process), each drain in a fresh interpreter: the time from the first
+    ``record()`` until ``flush()`` returns, the track calls the server received (one per distinct
+    customer and feature, the coalescing at work), the server's unit count checked to be exactly
+    10 000, and the drain process's peak RSS; with and without the outbox. Also ``record()`` from 4
+    threads at once, and how soon a recorded event is on disk with the outbox."""
+    times = asyncio.run(_record_times(ctx))
+    goal = Goal("<=", 10)
+    rows = [
+        Row.measured("record(), in memory", [t * 1e6 for t in times["memory"]], "µs", goal),
+        Row.measured("record(), with the SQLite outbox", [t * 1e6 for t in times["outbox"]], "µs", goal),
+        Row.measured(
+            "record(): outbox / memory",
+            ratios(times["outbox"], times["memory"]),
+            note=f"outbox {median_us(times['outbox'])}, memory {median_us(times['memory'])}",
+        ),
+        Row.measured(
+            f"record() from {THREADS} threads at once, in memory",
+            [t * 1e6 for t in times["threads"]],
+            "µs",
+            note="per call in each thread; spread: the threads",
+        ),
+        Row.measured(
+            "record() → durable in the outbox (idle writer)",
+            [t * 1e3 for t in times["durable"]],
+            "ms",
+            note="record() then await wait_durable(); spread: the events",
+        ),
+    ]
+    return rows + _drain_rows(ctx)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "drain":
+        print(json.dumps(_drain_child(*json.loads(sys.argv[2]))))
+    else:
+        sys.exit("usage: python -m bench.recorder drain JSON-ARGS (run by python -m bench)")

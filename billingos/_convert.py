@@ -123,6 +123,7 @@ converter.register_structure_hook(datetime, _structure_datetime)
 converter.register_structure_hook(_OpenEnum, _structure_open_enum)
 converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_mapping)
 
+
 def _is_optional(type_: Any) -> bool:
     args = get_args(type_)
     return get_origin(type_) in (Union, UnionType) and len(args) == 2 and type(None) in args
@@ -140,6 +141,7 @@ def _optional_hook(type_: Any) -> Callable[[Any, Any], Any]:
 
 
 converter.register_structure_hook_factory(_is_optional, _optional_hook)
+
 
 @functools.cache
 def _entitlement_fields() -> Callable[[Any, Any], Entitlement]:

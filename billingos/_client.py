@@ -24,13 +24,14 @@ from ._config import (
 )
 from ._errors import ValidationError
 from ._http import Requester, Transport
-from ._recorder import RecorderOptions, UsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from ._recorder import RecorderOptions, UsageRecorder
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -224,6 +225,8 @@ class AsyncBillingOS:
 
         See :class:`UsageRecorder` for the options and guarantees.
         """
+        from ._recorder import UsageRecorder  # on use: the recorder brings sqlite3 and friends
+
         return UsageRecorder(self, **options)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -80,12 +80,15 @@ _FRACTION = re.compile(r"\.(\d+)")
 
 def parse_datetime(value: str) -> datetime:
     """ISO-8601 to an aware datetime (UTC when the string has no offset)."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10 takes exactly 3 or 6 fraction digits; PostgreSQL trims trailing zeros (".12").
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(value)  # Python 3.11+ reads nearly every ISO form directly
+    except ValueError:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        # Python 3.10 takes exactly 3 or 6 fraction digits; PostgreSQL trims trailing zeros (".12").
+        text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+        parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 

@@ -161,11 +161,13 @@ class Requester:
             "accept": "application/json",
         }
         # httpx.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
-        # locals (Sentry's frame variables, pytest -l, rich's show_locals). With the SDK's own client,
-        # requests are built here rather than by client.build_request (half the cost: it parses the
-        # URL twice and merges headers several times), so the client's defaults (Accept-Encoding,
-        # Connection) are merged in once, now. Names are lower-case so an extra header replaces ours.
-        self._base_headers = httpx.Headers(transport.client.headers if transport.owns_client else {})
+        # locals (Sentry's frame variables, pytest -l, rich's show_locals). Requests are built here
+        # rather than by client.build_request (half the cost: it parses the URL twice and merges
+        # headers several times), so the client's default headers (Accept-Encoding, Connection, or a
+        # caller's own) are merged in once, now. The client's auth still applies (httpx runs it in
+        # send); client-level cookies and params do not. Names are lower-case so an extra header
+        # replaces ours whatever its case.
+        self._base_headers = httpx.Headers(transport.client.headers)
         self._base_headers.update(ours)
         self._timeout = settings.timeout.as_dict()
 
@@ -210,21 +212,11 @@ class Requester:
         if body is not None:
             content = _encode_body(body)
             headers["content-type"] = "application/json"
-        if self.transport.owns_client:
-            query = "?" + urlencode(params, quote_via=quote) if params else ""
-            url = _url(self._base_url + url_path + query)
-            request = httpx.Request(
-                method, url, content=content, headers=headers, extensions={"timeout": timeout}
-            )
-        else:  # the caller's own client: let it apply its own defaults, auth and cookies
-            request = self.transport.client.build_request(
-                method,
-                self._base_url + url_path,
-                params=params,
-                content=content,
-                headers=headers,
-                timeout=httpx.Timeout(**timeout),
-            )
+        query = "?" + urlencode(params, quote_via=quote) if params else ""
+        url = _url(self._base_url + url_path + query)
+        request = httpx.Request(
+            method, url, content=content, headers=headers, extensions={"timeout": timeout}
+        )
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
 

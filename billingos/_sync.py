@@ -47,13 +47,14 @@ from ._config import (
 )
 from ._errors import BillingOSError, ValidationError
 from ._models import Entitlement, Page
-from ._recorder import RecorderOptions, SyncUsageRecorder
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from ._recorder import RecorderOptions, SyncUsageRecorder
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -563,6 +564,8 @@ class BillingOS(_SyncBase):
 
         See :class:`UsageRecorder` for the options and guarantees.
         """
+        from ._recorder import SyncUsageRecorder  # on use: the recorder brings sqlite3 and friends
+
         return SyncUsageRecorder(self, **options)
 
     @property

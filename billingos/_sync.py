@@ -17,12 +17,13 @@ The traps handled here (see the team's techniques notes, §1):
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -75,14 +76,17 @@ class _LoopThread:
 
     portal: BlockingPortal
     thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    """The loop itself: calls go through ``run_coroutine_threadsafe``, one thread hop each way
+    (the portal's ``start_task_soon`` takes two), measured 1.8x -> 1.5x of an async call."""
 
     @classmethod
     def start(cls) -> _LoopThread:
-        ready: Future[BlockingPortal] = Future()
+        ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = Future()
 
         async def serve() -> None:
             async with BlockingPortal() as portal:
-                ready.set_result(portal)
+                ready.set_result((portal, asyncio.get_running_loop()))
                 await portal.sleep_until_stopped()
 
         def main() -> None:
@@ -95,7 +99,8 @@ class _LoopThread:
 
         thread = threading.Thread(target=main, name=_THREAD_NAME, daemon=True)
         thread.start()
-        return cls(ready.result(), thread)
+        portal, loop = ready.result()
+        return cls(portal, thread, loop)
 
     def stop(self) -> None:
         """Let running calls finish, stop the loop and join its thread."""
@@ -171,14 +176,23 @@ class _Runner:
         async def on_loop() -> T:
             return await call(state.core)
 
+        if threading.current_thread() is state.loop.thread:
+            raise RuntimeError(
+                "BillingOS (the blocking client) was called from its own event loop thread, where it "
+                "would wait for itself forever; use the AsyncBillingOS it wraps there instead."
+            )
         try:
-            future = state.loop.portal.start_task_soon(on_loop)
+            future = asyncio.run_coroutine_threadsafe(on_loop(), state.loop.loop)
         except RuntimeError:
             if self._closed:  # closed by another thread since _ensure()
                 raise _closed_error() from None
             raise
         try:
             return future.result()
+        except CancelledError:
+            if self._closed:  # the loop shut down under this call
+                raise _closed_error() from None
+            raise
         except BaseException:
             future.cancel()
             raise

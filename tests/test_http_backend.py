@@ -67,19 +67,6 @@ def url(fake: FakeBillingOS) -> Iterator[str]:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def policy(sleeps: list[float]) -> RetryPolicy:
-    async def record(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    return RetryPolicy(sleep=record)
-
-
-@pytest.fixture
 async def client(fake: FakeBillingOS, url: str, policy: RetryPolicy) -> AsyncIterator[AsyncBillingOS]:
     async with AsyncBillingOS(
         fake.secret_key, api_url=url, retry_policy=policy, http_backend="aiohttp"

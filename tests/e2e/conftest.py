@@ -64,20 +64,6 @@ def seeded(fake: FakeBillingOS) -> Seeded:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    """Every wait the retry policy asked for, in order (nothing actually sleeps)."""
-    return []
-
-
-@pytest.fixture
-def policy(sleeps: list[float]) -> RetryPolicy:
-    async def record(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    return RetryPolicy(sleep=record)
-
-
-@pytest.fixture
 async def client(fake: FakeBillingOS, url: str, policy: RetryPolicy) -> AsyncIterator[AsyncBillingOS]:
     """An ``AsyncBillingOS`` with its own httpx pool, talking to the fake over 127.0.0.1."""
     async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-import attrs
 import httpx
 
 from . import _logs
@@ -18,8 +17,7 @@ from ._config import (
     HttpBackend,
     Settings,
     TimeoutTypes,
-    check_max_retries,
-    check_timeout,
+    evolve,
     resolve,
 )
 from ._errors import ValidationError
@@ -200,15 +198,9 @@ class AsyncBillingOS:
             fast = billing.with_options(timeout=2, max_retries=0)
             await fast.entitlements.check("user_42", "api_calls")
         """
-        settings = self._requester.settings
-        changes: dict[str, Any] = {}
-        if timeout is not None:
-            changes["timeout"] = check_timeout(timeout)
-        if max_retries is not None:
-            changes["max_retries"] = check_max_retries(max_retries)
         clone = object.__new__(AsyncBillingOS)
         clone._setup(
-            attrs.evolve(settings, **changes),
+            evolve(self._requester.settings, timeout, max_retries),
             self._requester.transport,
             retry_policy or self._requester.policy,
             self._entitlement_cache,

@@ -237,3 +237,12 @@ def check_backend_and_client(settings: Settings, http_client: object) -> None:
             "combined with http_client=. Pass one or the other.",
             code="invalid_argument",
         )
+
+
+def evolve(settings: Settings, timeout: TimeoutTypes | None, max_retries: int | None) -> Settings:
+    """``settings`` with a new timeout and/or retry count, validated; ``None`` keeps the current value."""
+    return attrs.evolve(
+        settings,
+        timeout=settings.timeout if timeout is None else check_timeout(timeout),
+        max_retries=settings.max_retries if max_retries is None else check_max_retries(max_retries),
+    )

@@ -42,8 +42,7 @@ from ._config import (
     Settings,
     TimeoutTypes,
     check_backend_and_client,
-    check_max_retries,
-    check_timeout,
+    evolve,
     resolve,
 )
 from ._errors import BillingOSError, ValidationError
@@ -506,11 +505,13 @@ class BillingOS(_SyncBase):
                 )
             return AsyncBillingOS._from_settings(settings, http_client, retry_policy, entitlement_cache)
 
-        self._setup(_Runner(build), settings, {})
-        self._entitlement_cache = entitlement_cache
+        self._setup(_Runner(build), settings, {}, entitlement_cache)
 
-    def _setup(self, runner: _Runner, settings: Settings, options: dict[str, Any]) -> None:
+    def _setup(
+        self, runner: _Runner, settings: Settings, options: dict[str, Any], cache: EntitlementCache | None
+    ) -> None:
         self._facade = self
+        self._entitlement_cache = cache
         self._runner = runner
         self._settings = settings
         self._options = options
@@ -553,19 +554,11 @@ class BillingOS(_SyncBase):
 
             billing.with_options(max_retries=0).usage.metrics("user_42")
         """
-        options = dict(self._options)
-        settings = self._settings
-        if timeout is not None:
-            options["timeout"] = timeout
-            settings = attrs.evolve(settings, timeout=check_timeout(timeout))
-        if max_retries is not None:
-            options["max_retries"] = max_retries
-            settings = attrs.evolve(settings, max_retries=check_max_retries(max_retries))
-        if retry_policy is not None:
-            options["retry_policy"] = retry_policy
+        settings = evolve(self._settings, timeout, max_retries)  # validated here, in the caller's thread
+        new = {"timeout": timeout, "max_retries": max_retries, "retry_policy": retry_policy}
+        options = {**self._options, **{k: v for k, v in new.items() if v is not None}}
         clone = object.__new__(BillingOS)
-        clone._setup(self._runner, settings, options)
-        clone._entitlement_cache = self._entitlement_cache
+        clone._setup(self._runner, settings, options, self._entitlement_cache)
         return clone
 
     @property

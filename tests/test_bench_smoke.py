@@ -10,12 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(not (ROOT / "bench" / "__main__.py").exists(), reason="bench/ is not in this tree")
 def test_bench_smoke_run_exits_zero_and_reports_every_scenario() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-report"],

@@ -79,7 +79,7 @@ def bench(session: nox.Session) -> None:
 
 
 # Groups the dev extra need not cover: the benchmarks' chart and peers are not needed to develop or test.
-_NOT_IN_DEV = {"bench"}
+_NOT_IN_DEV = {"bench", "docs"}
 
 
 def _check_dev_extra(session: nox.Session) -> None:

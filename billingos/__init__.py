@@ -14,7 +14,6 @@ Everything public is exported here; every other module is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._cache import CacheStats, EntitlementCache
 from ._client import AsyncBillingOS
 from ._errors import (
     AuthenticationError,
@@ -52,6 +51,7 @@ from ._retry import RetryPolicy
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._cache import CacheStats, EntitlementCache
     from ._recorder import (
         DeadLetter,
         RecorderFullError,
@@ -63,8 +63,11 @@ if TYPE_CHECKING:
     from ._sync import BillingOS, Customers, Entitlements, Paginator, SessionTokens, Subscriptions, Usage
 
 # Loaded on first use: an async service never needs the blocking facade (and its loop-thread
-# machinery), and only code that records usage needs the recorder (and sqlite3).
+# machinery), only code that records usage needs the recorder (and sqlite3), and only a client
+# configured with a cache needs the cache.
 _LAZY = {
+    "CacheStats": "._cache",
+    "EntitlementCache": "._cache",
     "BillingOS": "._sync",
     "Customers": "._sync",
     "Entitlements": "._sync",

@@ -21,7 +21,6 @@ hopping to its loop thread.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import os
@@ -31,7 +30,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import attrs
@@ -41,6 +40,9 @@ from ._errors import NetworkError, RateLimitError, ServerError, ValidationError
 from ._exchange import _running_asyncio_loop
 from ._logs import logger
 from ._models import Entitlement, EntitlementReason, FeatureType, UsageRecord
+
+if TYPE_CHECKING:
+    import asyncio  # at run time only where a loop runs (so already imported): see _exchange
 
 __all__ = ["CacheStats", "EntitlementCache", "OnUnavailable"]
 
@@ -265,6 +267,8 @@ class EntitlementCache:
                     task = flight.task = loop.create_task(self._fetch(key, fkey, flight, fetch))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                import asyncio  # a loop is running: already imported
+
                 return self._deliver(await asyncio.shield(task))
 
             assert flight.done is not None

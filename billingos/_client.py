@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 import httpx
 
 from . import _logs
-from ._cache import EntitlementCache
 from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -29,10 +28,18 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from ._cache import EntitlementCache
     from ._recorder import RecorderOptions, UsageRecorder
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _is_cache(value: object) -> bool:
+    """``isinstance(value, EntitlementCache)``, importing the cache module only when one is passed."""
+    from ._cache import EntitlementCache
+
+    return isinstance(value, EntitlementCache)
 
 
 class _Shortcut(Generic[P, R]):
@@ -128,7 +135,7 @@ class AsyncBillingOS:
         retry_policy: RetryPolicy | None,
         entitlement_cache: EntitlementCache | None,
     ) -> None:
-        if entitlement_cache is not None and not isinstance(entitlement_cache, EntitlementCache):
+        if entitlement_cache is not None and not _is_cache(entitlement_cache):
             raise ValidationError(
                 f"entitlement_cache must be an EntitlementCache, not {type(entitlement_cache).__name__}.",
                 code="invalid_argument",

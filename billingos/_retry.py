@@ -54,7 +54,9 @@ class RetryPolicy:
     max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
     jitter: tuple[float, float] = (0.5, 1.0)
     max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
-    sleep: Callable[[float], Awaitable[None]] = attrs.field(default=anyio.sleep, eq=False, repr=False)
+    # A factory, not ``default=anyio.sleep``: reading that attribute at class creation would load
+    # anyio's event-loop module (and sniffio) during ``import billingos``.
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(factory=lambda: anyio.sleep, eq=False, repr=False)
     """How to wait; tests inject a recorder here so they never sleep for real."""
 
     def backoff(self, retries_taken: int) -> float:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .. import _validate as check
-from .._cache import EntitlementCache
 from .._convert import structurer
 from .._errors import NotFoundError, ValidationError
 from .._http import Requester
 from .._models import Entitlement, EntitlementReason
 from ._base import RequestOptions, Resource, Unpack
+
+if TYPE_CHECKING:
+    from .._cache import EntitlementCache
 
 _structure_entitlement = structurer(Entitlement)
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .. import _validate as check
-from .._cache import EntitlementCache
 from .._convert import structurer
 from .._errors import NotFoundError, QuotaExceededError
 from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
 from ._base import RequestOptions, Resource, Unpack
+
+if TYPE_CHECKING:
+    from .._cache import EntitlementCache
 
 _decode_record = structurer(UsageRecord)
 _decode_metrics = structurer(UsageMetrics)

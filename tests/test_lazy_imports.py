@@ -1,0 +1,91 @@
+"""``import billingos`` loads only what the first async call needs (issue 5, scenario 7).
+
+Each check runs in a fresh interpreter, since this test process has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+# Modules `import billingos` must not load: each is loaded on first use instead.
+LAZY = (
+    "asyncio",  # only an asyncio loop needs it, and that loop's owner imported it already
+    "sniffio",
+    "anyio.lowlevel",
+    "sqlite3",
+    "billingos._cache",  # only a client configured with an EntitlementCache
+    "billingos._sync",  # only the blocking facade
+    "billingos._recorder",
+    "billingos._outbox",
+    "billingos.testing",
+    "billingos._cli",
+)
+
+
+def _loaded_after(code: str) -> set[str]:
+    script = textwrap.dedent(code) + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_import_billingos_loads_none_of_the_lazy_modules() -> None:
+    loaded = _loaded_after("import billingos")
+    assert sorted(loaded & set(LAZY)) == []
+
+
+def test_the_lazy_names_still_resolve_and_load_their_module() -> None:
+    loaded = _loaded_after(
+        """
+        import billingos
+        assert billingos.EntitlementCache.__module__ == "billingos._cache"
+        assert billingos.CacheStats.__module__ == "billingos._cache"
+        assert "EntitlementCache" in dir(billingos)
+        """
+    )
+    assert "billingos._cache" in loaded
+    assert "billingos._sync" not in loaded
+
+
+def test_a_client_with_a_cache_still_type_checks_the_argument_at_run_time() -> None:
+    loaded = _loaded_after(
+        """
+        import billingos
+        try:
+            billingos.AsyncBillingOS("sk_test_x", api_url="http://127.0.0.1:9", entitlement_cache=object())
+        except billingos.ValidationError as exc:
+            assert "entitlement_cache must be an EntitlementCache, not object" in str(exc), exc
+        else:
+            raise AssertionError("accepted a non-cache")
+        """
+    )
+    assert "billingos._cache" in loaded
+
+
+def test_a_first_async_call_works_without_asyncio_imported_before_the_loop() -> None:
+    # The trio path never imports asyncio; the asyncio path finds it loaded by asyncio.run itself.
+    loaded = _loaded_after(
+        """
+        import httpx, billingos
+
+        def handler(request):
+            return httpx.Response(200, json={"customer_id": "c", "feature_key": "f", "has_access": True})
+
+        async def main():
+            client = billingos.AsyncBillingOS(
+                "sk_test_x", api_url="http://127.0.0.1:9",
+                http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+            )
+            async with client:
+                ent = await client.check_entitlement("c", "f")
+            assert ent.has_access is True
+
+        import asyncio
+        asyncio.run(main())
+        """
+    )
+    assert "asyncio" in loaded

@@ -1,0 +1,148 @@
+"""What the ``billingos`` commands print: one JSON document with ``--json``, short text otherwise.
+
+JSON is the model as the SDK's cattrs converter unstructures it (snake_case attributes, dates as
+ISO-8601 strings, enums as their strings). Text is for people: a line or an aligned table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from .._convert import converter
+from .._demo import table
+from .._models import Customer, Entitlement, SessionToken, UsageMetrics, UsageRecord
+
+
+def to_json(value: Any) -> str:
+    """``value`` (a model, or a dict of models) as indented JSON, through the SDK's converter."""
+    return json.dumps(converter.unstructure(value), indent=2, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def entitlement(customer: str, ent: Entitlement) -> str:
+    """``granted: user_1 has api_calls (usage_quota: 12 of 1000 used, 988 left, resets …)``."""
+    verdict = f"granted: {customer} has" if ent.has_access else f"denied: {customer} does not have"
+    why = [str(ent.reason)] if ent.reason is not None else []
+    if ent.feature_type is not None:
+        why.append(str(ent.feature_type))
+    amounts = _amounts(ent.usage, ent.limit, ent.remaining, ent.resets_at)
+    detail = ": ".join(filter(None, [", ".join(why), amounts]))
+    return f"{verdict} {ent.feature_key}" + (f" ({detail})" if detail else "")
+
+
+def usage_record(customer: str, record: UsageRecord) -> str:
+    """``tracked 3 api_calls for user_1: 15 of 1000 used, 985 left (idempotency key …)``."""
+    line = f"tracked {n(record.quantity)} {record.feature_key} for {customer}"
+    if record.usage is not None:
+        u = record.usage
+        line += ": " + _amounts(u.consumed_units, u.limit_units, u.remaining_units, u.period_end)
+    if record.idempotency_key:
+        line += f" (idempotency key {record.idempotency_key})"
+    return line
+
+
+def usage_metrics(metrics: UsageMetrics) -> list[str]:
+    """The metered features of a customer as a table; one line when there is none."""
+    if not metrics.metrics:
+        return [f"no metered features for {metrics.customer_id} (no active subscription with a quota)"]
+    rows = [["feature", "used", "limit", "left", "used %", "resets in", "plan"]]
+    rows += [
+        [
+            m.feature_key,
+            n(m.consumed),
+            n(m.limit),
+            n(m.remaining),
+            "-" if m.percentage_used is None else f"{m.percentage_used}%",
+            "-" if m.resets_in_days is None else f"{m.resets_in_days} days",
+            m.product_name or "-",
+        ]
+        for m in metrics.metrics
+    ]
+    return table(rows, right=range(1, 6))
+
+
+def session_token(token: SessionToken, *, decoded: bool) -> list[str]:
+    """A session token's fields, one per line; ``decoded`` adds the claims only the token carries."""
+    rows: list[tuple[str, str]] = []
+    if not decoded:
+        rows.append(("session token", token.session_token))
+    rows.append(("token id", token.token_id))
+    rows.append(("user", token.external_user_id or "-"))
+    if token.external_organization_id is not None:
+        rows.append(("organization", token.external_organization_id))
+    if decoded:
+        rows.append(("merchant", token.merchant_id or "-"))
+        rows.append(("issued", iso(token.issued_at) or "-"))
+    rows.append(("expires", f"{iso(token.expires_at)} ({_expiry(token.expires_at)})"))
+    if token.allowed_operations:
+        rows.append(("operations", ", ".join(token.allowed_operations)))
+    if decoded and token.metadata:
+        rows.append(("metadata", json.dumps(token.metadata, sort_keys=True)))
+    if decoded:
+        rows.append(("signature", "not verified (only BillingOS can)"))
+    return fields(rows)
+
+
+def customers(found: Sequence[Customer], total: int | None) -> list[str]:
+    """Customers as a table, then how many of how many were shown."""
+    if not found:
+        return ["no customers"]
+    rows = [["id", "external_id", "email", "name", "created"]]
+    rows += [[c.id, c.external_id or "-", c.email or "-", c.name or "-", _day(c.created_at)] for c in found]
+    of = "" if total is None else f" of {total}"
+    noun = "customer" if (len(found) if total is None else total) == 1 else "customers"
+    return [*table(rows), f"{len(found)}{of} {noun}"]
+
+
+def fields(rows: Iterable[tuple[str, str]]) -> list[str]:
+    """``name  value`` lines with the values aligned."""
+    rows = list(rows)
+    width = max(len(name) for name, _ in rows)
+    return [f"{name.ljust(width)}  {value}" for name, value in rows]
+
+
+def _amounts(used: float | None, limit: float | None, left: float | None, resets: datetime | None) -> str:
+    parts = []
+    if limit is not None:
+        parts.append(f"limit {n(limit)}" if used is None else f"{n(used)} of {n(limit)} used")
+    if left is not None:
+        parts.append(f"{n(left)} left")
+    if resets is not None:
+        parts.append(f"resets {iso(resets)}")
+    return ", ".join(parts)
+
+
+def n(value: float | None) -> str:
+    """A count without a pointless ``.0``; ``-`` for none."""
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def iso(when: datetime | None) -> str | None:
+    """An aware datetime as ISO-8601 in UTC, to the second."""
+    return None if when is None else when.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _day(when: datetime | None) -> str:
+    return "-" if when is None else when.astimezone(timezone.utc).date().isoformat()
+
+
+def _expiry(when: datetime) -> str:
+    seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if seconds <= 0:
+        return "expired"
+    if seconds < 120:
+        return f"in {int(seconds)} s"
+    return f"in {round(seconds / 60)} min"

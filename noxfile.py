@@ -5,6 +5,7 @@
     nox -s tests-3.12 -- -k retry    # arguments after -- go to pytest
     nox -s build                     # build the sdist and wheel, check them (not run by default)
     nox -s bench -- --quick          # the benchmarks and docs/performance.md (not run by default)
+    nox -s docs                      # the documentation site, built strict into site/ (not run by default)
 
 A Python that is not installed is skipped locally (nox errors instead when ``CI`` is set). With
 pyenv, ``pyenv global 3.11.7 3.10.13 3.12.1 3.13.0`` puts all four on PATH. Nox uses uv to make
@@ -76,6 +77,23 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[testing,aiohttp]", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs-material + mkdocstrings) in strict mode: a warning fails it.
+
+    nox -s docs                     # builds into site/ (git-ignored)
+    nox -s docs -- serve            # or any other mkdocs command: serve the site with live reload
+    """
+    # ruff (the lint group): mkdocstrings formats the separate signatures with it.
+    groups = nox.project.dependency_groups(PYPROJECT, "docs", "lint")
+    session.install("-e", ".[testing,fastapi]", *groups)
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner about its successor, on every build
+    if session.posargs:
+        session.run("mkdocs", *session.posargs, env=quiet)
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", "site", env=quiet)
 
 
 # Groups the dev extra need not cover: the benchmarks' chart and peers are not needed to develop or test.

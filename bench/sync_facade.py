@@ -53,11 +53,26 @@ def _per_call_rows(ctx: Context) -> list[Row]:
             assert billing.check_entitlement("user_42", "api_calls") == loop.run_until_complete(
                 core.check_entitlement("user_42", "api_calls")
             )
+            state = billing._runner._state  # private, for the bench only: the started loop thread
+            assert state is not None
+            own, own_loop = state.core, state.loop.loop
             times = interleave(
                 {
                     "sync": lambda: per_call(lambda: billing.check_entitlement("user_42", "api_calls"), n),
                     "async": lambda: loop.run_until_complete(
                         per_call_async(lambda: core.check_entitlement("user_42", "api_calls"), n)
+                    ),
+                    # The design's floor: the same core call sent to the facade's own loop thread with
+                    # nothing but asyncio.run_coroutine_threadsafe (no facade code at all) ...
+                    "bare hop": lambda: per_call(
+                        lambda: asyncio.run_coroutine_threadsafe(
+                            own.check_entitlement("user_42", "api_calls"), own_loop
+                        ).result(),
+                        n,
+                    ),
+                    # ... and the thread round trip alone: a coroutine that does nothing.
+                    "no-op hop": lambda: per_call(
+                        lambda: asyncio.run_coroutine_threadsafe(_noop(), own_loop).result(), n
                     ),
                 },
                 ctx.reps,
@@ -71,8 +86,22 @@ def _per_call_rows(ctx: Context) -> list[Row]:
             ratios(times["sync"], times["async"]),
             goal=Goal("<=", 1.5),
             note=f"sync {median_us(times['sync'])}, async {median_us(times['async'])} per call",
-        )
+        ),
+        Row.measured(
+            "floor: bare run_coroutine_threadsafe of the same call / async, per call",
+            ratios(times["bare hop"], times["async"]),
+            note=f"{median_us(times['bare hop'])} per call; a no-op coroutine's round trip to that thread: "
+            f"{median_us(times['no-op hop'])}",
+        ),
+        Row.measured(
+            "check_entitlement: sync facade / the bare hop (the facade's own cost)",
+            ratios(times["sync"], times["bare hop"]),
+        ),
     ]
+
+
+async def _noop() -> None:
+    return None
 
 
 def _threads_row(ctx: Context) -> Row:

@@ -42,7 +42,9 @@ from ._logs import logger
 from ._models import Entitlement, EntitlementReason, FeatureType, UsageRecord
 
 if TYPE_CHECKING:
-    import asyncio  # at run time only where a loop runs (so already imported): see _exchange
+    import asyncio
+
+    from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _exchange
 
 __all__ = ["CacheStats", "EntitlementCache", "OnUnavailable"]
 
@@ -392,13 +394,14 @@ class EntitlementCache:
 
     # -- the client's hooks --------------------------------------------------------------------
 
-    def _bind(self, api_url: str, secret_key: str) -> None:
+    def _bind(self, api_url: str, secret_key: SecretKey) -> None:
         """Tie the cache to one account and environment; a second client with another key is refused.
 
         Answers are keyed by (customer, feature) only, so a cache shared by a test-mode and a
         live-mode client would answer one with the other's data. Only a hash of the key is kept.
         """
-        owner = api_url + " " + hashlib.sha256(secret_key.encode()).hexdigest()
+        # The key is revealed only inside this expression, never bound to a local a traceback could show.
+        owner = api_url + " " + hashlib.sha256(secret_key.reveal().encode()).hexdigest()
         with self._lock:
             if self._owner is None:
                 self._owner = owner

@@ -19,7 +19,7 @@ from ._config import (
     evolve,
     resolve,
 )
-from ._errors import ValidationError
+from ._errors import BillingOSError, ValidationError
 from ._http import Requester, Transport
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import Unpack
@@ -112,7 +112,15 @@ class AsyncBillingOS:
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
     ) -> None:
-        settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+        try:
+            settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+        except BillingOSError as exc:
+            # A refused configuration. The frames below (resolve and its checks) hold the raw key in
+            # their locals, which a traceback rendered with locals (Sentry, rich, pytest -l) would
+            # print: raise it without them; the message says what was wrong.
+            raise exc.with_traceback(None) from None
+        finally:
+            del secret_key  # from here on only the masked SecretKey in settings
         self._init_from(settings, http_client, retry_policy, entitlement_cache)
 
     @classmethod
@@ -251,7 +259,10 @@ class AsyncBillingOS:
         await self.aclose()
 
     def __repr__(self) -> str:
-        settings = self._requester.settings
+        requester = getattr(self, "_requester", None)  # absent if __init__ raised: still printable
+        if requester is None:
+            return "<AsyncBillingOS (not initialised)>"
+        settings = requester.settings
         return (
             f"<AsyncBillingOS environment={settings.environment!r} api_url={settings.api_url!r} "
             f"secret_key={settings.secret_key.masked!r}>"

@@ -141,7 +141,7 @@ class _Exchanger:
         loop = _running_asyncio_loop()
         if loop is None:
             return await self._send_shielded(request)
-        exchange = self._client.send(request)
+        exchange = self._client.send(request, follow_redirects=False)  # 3xx is an error
         task = _start_task(loop, exchange)
         if task.done():
             # Started eagerly (Python 3.12+) and finished without ever suspending, as over an
@@ -173,7 +173,7 @@ class _Exchanger:
 
         await anyio.lowlevel.checkpoint_if_cancelled()  # already cancelled: send nothing
         with anyio.CancelScope(shield=True):
-            response = await self._client.send(request)
+            response = await self._client.send(request, follow_redirects=False)
         await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: deliver it now
         return response
 

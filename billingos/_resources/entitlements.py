@@ -35,7 +35,7 @@ class AsyncEntitlements(Resource):
         super().__init__(requester)
         if cache is not None:
             settings = requester.settings
-            cache._bind(settings.api_url, settings.secret_key.reveal())
+            cache._bind(settings.api_url, settings.secret_key)
         self._cache = cache
 
     async def check(

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import platform
+import re
 import secrets
 import ssl
 import time
@@ -91,10 +92,20 @@ def path(*segments: str) -> str:
 def _segment(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValidationError("An id must not contain CR or LF characters.", code="invalid_argument")
-    encoded = quote(value, safe="")
+    try:
+        encoded = quote(value, safe="")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form
+        raise _not_unicode("An id") from None
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")  # dot segments would be resolved away by URL parsers
     return encoded
+
+
+def _not_unicode(what: str) -> ValidationError:
+    return ValidationError(
+        f"{what} must be valid Unicode text: it contains a lone surrogate (e.g. '\\ud800').",
+        code="invalid_argument",
+    )
 
 
 def new_request_id() -> str:
@@ -205,15 +216,21 @@ class Requester:
             if options.get("max_retries") is not None:
                 max_retries = check_max_retries(options["max_retries"])
             extra = options.get("extra_headers")
-            if extra:
+            if extra is not None:
                 headers.update(_check_extra_headers(extra))
                 request_id = headers["x-request-id"]
         content = None
         if body is not None:
             content = _encode_body(body)
             headers["content-type"] = "application/json"
-        query = "?" + urlencode(params, quote_via=quote) if params else ""
-        url = _url(self._base_url + url_path + query)
+        try:
+            query = "?" + urlencode(params, quote_via=quote) if params else ""
+        except UnicodeEncodeError:
+            raise _not_unicode("A query parameter") from None
+        try:
+            url = _url(self._base_url + url_path + query)
+        except httpx.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
+            raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
         request = httpx.Request(
             method, url, content=content, headers=headers, extensions={"timeout": timeout}
         )
@@ -268,7 +285,13 @@ def _closed_error() -> BillingOSError:
     )
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # printable ASCII and tab: what httpx can encode
+
+
 def _check_extra_headers(extra: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(extra, Mapping):
+        raise ValidationError("extra_headers must be a mapping of str to str.", code="invalid_argument")
     result = {}
     for name, value in extra.items():
         if not isinstance(name, str) or not isinstance(value, str):
@@ -280,6 +303,15 @@ def _check_extra_headers(extra: Mapping[str, str]) -> dict[str, str]:
             )
         if any(c in name + value for c in "\r\n\0"):
             raise ValidationError(f"Header {name!r} contains CR, LF or NUL.", code="invalid_argument")
+        if not _HEADER_NAME.match(name):
+            raise ValidationError(
+                f"Header name {name!r} is not a valid HTTP token (letters, digits, !#$%&'*+-.^_`|~).",
+                code="invalid_argument",
+            )
+        if not _HEADER_VALUE.match(value):
+            raise ValidationError(
+                f"Header {name!r} must be printable ASCII (encode other text first).", code="invalid_argument"
+            )
         result[name.lower()] = value
     return result
 
@@ -288,7 +320,9 @@ def _encode_body(body: Mapping[str, Any]) -> bytes:
     compact = {k: v for k, v in body.items() if v is not None}
     try:
         content = json.dumps(compact, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except UnicodeEncodeError:
+        raise _not_unicode("A request field") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep to encode
         raise ValidationError(
             f"The request body is not JSON-serializable: {exc}. Metadata values must be JSON types.",
             code="invalid_argument",
@@ -343,7 +377,7 @@ def error_from_response(response: httpx.Response, request_id: str) -> BillingOSE
     body_request_id: str | None = None
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for the JSON reader
         payload = None
     if isinstance(payload, dict):
         error = payload.get("error")
@@ -377,13 +411,17 @@ def _decode(response: httpx.Response, request_id: str, decode: Callable[[Any], T
     content = response.content
     try:
         data = json.loads(content) if content.strip() else None
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, nesting too deep to read
         detail = "the body is not JSON"
     else:
         try:
             return decode(data)
         except Exception as exc:  # whatever a malformed body makes cattrs raise
             detail = _convert.describe(exc)
+        del data
+    # The body may hold a session token or personal data: keep it out of this frame's locals, which
+    # tracebacks rendered with locals (Sentry, rich, pytest -l) would show.
+    del content
     raise ResponseDecodeError(
         f"Unexpected response body from {response.request.method} {response.request.url.path} "
         f"(HTTP {response.status_code}): {detail}",

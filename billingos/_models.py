@@ -167,7 +167,7 @@ def decode_session_token(token: object) -> SessionToken:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         claims = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: nested too deep to read
         raise bad(f"the payload is not base64url JSON ({type(exc).__name__})") from None
     if not isinstance(claims, dict):
         raise bad("the payload is not a JSON object")

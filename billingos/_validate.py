@@ -13,6 +13,17 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: shortened, and safe for ints too long to print.
+
+    Example: ``shown(10**5000)`` is ``'<an int of 5001 digits>'`` (``repr`` raises ``ValueError``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an int of {len(str(abs(value))) if value.bit_length() < 14000 else 'over 4200'} digits>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _invalid(message: str) -> ValidationError:
     return ValidationError(message, code="invalid_argument")
 
@@ -54,7 +65,7 @@ def integer(name: str, value: object, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(f"{name} must be an int, not {type(value).__name__}.")
     if not low <= value <= high:
-        raise _invalid(f"{name} must be between {low} and {high}, got {value}.")
+        raise _invalid(f"{name} must be between {low} and {high}, got {shown(value)}.")
     return value
 
 
@@ -67,7 +78,7 @@ def positive_number(name: str, value: object) -> int | float:
     except OverflowError:  # an int too large for a float: JSON readers would see Infinity
         finite = False
     if not finite or value <= 0:
-        raise _invalid(f"{name} must be a finite number greater than 0, got {value!r}.")
+        raise _invalid(f"{name} must be a finite number greater than 0, got {shown(value)}.")
     return value
 
 

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from .. import _validate as check
 from .._http import Requester, RequestOptions
 from .._models import Page
 
@@ -49,6 +50,7 @@ class AsyncPaginator(Generic[T]):
 
     async def page(self, number: int = 1) -> Page[T]:
         """Fetch one page (1-based) with its totals; ``page.page`` is always ``number``."""
+        number = check.integer("page", number, low=1, high=2**31)
         page = await self._fetch(number)
         return page if page.page == number else attrs.evolve(page, page=number)
 

@@ -35,7 +35,8 @@ def _address(value: AddressInput | None) -> dict[str, str] | None:
     unknown = set(value) - set(_ADDRESS_FIELDS)
     if unknown:
         raise ValidationError(
-            f"billing_address has unknown fields {sorted(unknown)}; allowed: {', '.join(_ADDRESS_FIELDS)}.",
+            f"billing_address has unknown fields {sorted(unknown, key=repr)}; "
+            f"allowed: {', '.join(_ADDRESS_FIELDS)}.",
             code="invalid_argument",
         )
     result = {k: check.text(f"billing_address.{k}", v) for k, v in value.items() if v is not None}

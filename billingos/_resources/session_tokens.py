@@ -82,6 +82,9 @@ class AsyncSessionTokens(Resource):
             token_id = decode_session_token(token_or_id).token_id
         else:
             token_id = check.text("token_or_id", token_or_id, max_length=255)
+        # A whole token is a credential: keep it out of this frame's locals, which tracebacks rendered
+        # with locals (Sentry, rich, pytest -l) would show if the request fails.
+        del token_or_id
         await self._requester.request(
             "DELETE",
             path("v1", "session-tokens", token_id),

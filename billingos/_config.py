@@ -13,6 +13,7 @@ import attrs
 import httpx
 
 from ._errors import ValidationError
+from ._validate import shown
 
 Environment = Literal["test", "live"]
 TimeoutTypes = float | int | httpx.Timeout
@@ -102,7 +103,7 @@ def resolve(
         url = LIVE_URL if environment == "live" else SANDBOX_URL
     return Settings(
         secret_key=SecretKey(key),
-        api_url=check_url(url, environment),
+        api_url=check_url(url, environment, env),
         environment=environment,
         timeout=check_timeout(timeout),
         max_retries=check_max_retries(max_retries),
@@ -138,8 +139,13 @@ def _check_key(key: object) -> Environment:
     )
 
 
-def check_url(url: str, environment: Environment) -> str:
-    """Validate a base URL; strip a trailing ``/``; refuse a live key over plain HTTP off loopback."""
+def check_url(url: str, environment: Environment, env: Mapping[str, str] | None = None) -> str:
+    """Validate a base URL; strip a trailing ``/``; refuse a live key over plain HTTP off loopback.
+
+    Off loopback includes through a proxy: with ``HTTP_PROXY``/``ALL_PROXY`` set (read from ``env``,
+    default ``os.environ``), httpx sends a plain-http request, ``Authorization`` header and all, to the
+    proxy, even for a loopback URL.
+    """
     if not isinstance(url, str) or not url.strip():
         raise ValidationError("api_url must be a non-empty URL string.", code="invalid_argument")
     try:
@@ -152,22 +158,56 @@ def check_url(url: str, environment: Environment) -> str:
         )
     if parsed.query or parsed.fragment:
         raise ValidationError("api_url must not contain a query or fragment.", code="invalid_argument")
-    if environment == "live" and parsed.scheme == "http" and not is_loopback(parsed.host):
-        raise ValidationError(
-            "Refusing to send a live secret key over plain http:// to a non-loopback host; use https://.",
-            code="invalid_argument",
-        )
+    if environment == "live" and parsed.scheme == "http":
+        if not is_loopback(parsed.host):
+            raise ValidationError(
+                "Refusing to send a live secret key over plain http:// to a non-loopback host; use https://.",
+                code="invalid_argument",
+            )
+        if _proxied(parsed.host, env):
+            raise ValidationError(
+                "Refusing to send a live secret key over plain http://: the proxy settings of the "
+                "environment (HTTP_PROXY or ALL_PROXY) would send it to the proxy in clear text. Use "
+                f"https://, or exempt this host with NO_PROXY={parsed.host}.",
+                code="invalid_argument",
+            )
     return str(parsed).rstrip("/")
 
 
 def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+    """True for ``localhost`` and loopback address literals (127.0.0.0/8, ::1).
+
+    Not for other names, even ``localhost.`` or ``*.localhost``: they are not in ``/etc/hosts``, so the
+    resolver may ask DNS, whose answer need not be a loopback address.
+    """
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _proxied(host: str, env: Mapping[str, str] | None) -> bool:
+    """Whether httpx (``trust_env``, its default) would send a plain-http request for ``host`` via a proxy.
+
+    Errs towards "yes": only ``NO_PROXY=*`` or an entry naming exactly this host counts as a bypass (httpx
+    honours both; its suffix and port forms are not mirrored, so they make this refuse, never leak).
+    """
+    if env is None or env is os.environ:
+        import urllib.request  # here, not at import time: only a live key over http:// gets here
+
+        proxies = urllib.request.getproxies()  # what httpx and the aiohttp backend read
+    else:
+        proxies = {
+            name.lower()[: -len("_proxy")]: value
+            for name, value in env.items()
+            if value and name.lower().endswith("_proxy")
+        }
+    if not (proxies.get("http") or proxies.get("all")):
+        return False
+    bypass = {entry.strip().lower().strip("[]") for entry in proxies.get("no", "").split(",")}
+    return "*" not in bypass and host.lower().strip("[]") not in bypass
 
 
 def check_timeout(timeout: TimeoutTypes | None) -> httpx.Timeout:
@@ -190,9 +230,14 @@ def _positive(name: str, value: object) -> float:
             f"{name} must be a number of seconds or an httpx.Timeout, not {type(value).__name__}.",
             code="invalid_argument",
         )
-    if not math.isfinite(value) or value <= 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value <= 0:
         raise ValidationError(
-            f"{name} must be a positive, finite number of seconds, got {value!r}.", code="invalid_argument"
+            f"{name} must be a positive, finite number of seconds, got {shown(value)}.",
+            code="invalid_argument",
         )
     return float(value)
 

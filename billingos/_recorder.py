@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -924,8 +925,28 @@ async def _set(event: anyio.Event) -> None:
     event.set()
 
 
+def _forked_error() -> BillingOSError:
+    return BillingOSError(
+        "This usage recorder was opened in the parent process, before os.fork(); it cannot record or "
+        "send from here. Open a recorder in each process (e.g. in gunicorn's post_fork), with its own "
+        "outbox file.",
+        code="recorder_forked",
+    )
+
+
 _FACADE_POLL = 0.2
 """Seconds between checks, by a sync recorder's host task, that the facade's client is still open."""
+
+_OPEN_SYNC_RECORDERS: weakref.WeakSet[SyncUsageRecorder] = weakref.WeakSet()
+
+
+def _disown_sync_recorders_after_fork() -> None:
+    for recorder in list(_OPEN_SYNC_RECORDERS):
+        recorder._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_sync_recorders_after_fork)
 
 
 class SyncUsageRecorder:
@@ -952,10 +973,13 @@ class SyncUsageRecorder:
         self._recorder: UsageRecorder | None = None
         self._host: Future[None] | None = None
         self._stop: anyio.Event | None = None
+        self._forked = False
 
     def _require(self) -> UsageRecorder:
         recorder = self._recorder
         if recorder is None:
+            if self._forked:
+                raise _forked_error()
             raise BillingOSError(
                 "This usage recorder is not open yet: use `with billing.usage_recorder() as recorder`.",
                 code="recorder_not_open",
@@ -963,13 +987,30 @@ class SyncUsageRecorder:
         return recorder
 
     def __enter__(self) -> Self:
+        if self._forked:
+            raise _forked_error()
         if self._recorder is not None:
             raise BillingOSError("A usage recorder can be opened only once.", code="recorder_reused")
         state = self._facade._runner._ensure()
         recorder = UsageRecorder(self._facade._view(state.core), **self._options)
         self._host, self._stop = state.loop.portal.start_task(self._serve, recorder)
         self._recorder = recorder
+        _OPEN_SYNC_RECORDERS.add(self)
         return self
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: this recorder's loop, tasks and writer thread stayed in the parent.
+
+        Recording here would stage events nothing ever sends, and flushing or closing would wait for a
+        loop that does not exist in this process. So every method but :meth:`close` now raises
+        ``recorder_forked``; the child opens its own recorder. The child's copy of the outbox lock is
+        released, so that lock dies with the parent as documented.
+        """
+        recorder, self._recorder = self._recorder, None
+        self._forked = True
+        self._host = self._stop = None
+        if recorder is not None and isinstance(recorder._outbox, SQLiteOutbox):
+            recorder._outbox._unlock_file()
 
     @staticmethod
     async def _serve(recorder: UsageRecorder, *, task_status: TaskStatus[anyio.Event]) -> None:
@@ -1030,13 +1071,18 @@ class SyncUsageRecorder:
     def close(self, timeout: float | None = None) -> RecorderStats:
         """Send what is pending for up to ``timeout`` seconds, stop, and return the final stats (see
         :meth:`UsageRecorder.aclose`). Idempotent. Closing the ``BillingOS`` first closes the
-        recorder too, at once (what is left goes to the outbox or the dead letters).
+        recorder too, at once (what is left goes to the outbox or the dead letters). In a child
+        process forked while it was open, it does nothing and returns empty stats: the recorder runs
+        in the parent.
 
         Example::
 
             stats = recorder.close(timeout=5)
         """
+        if self._forked:  # the parent's recorder: nothing of it runs in this process
+            return RecorderStats()
         recorder = self._require()
+        _OPEN_SYNC_RECORDERS.discard(self)
         host, stop, self._host = self._host, self._stop, None
         if host is None or stop is None:
             return recorder.stats

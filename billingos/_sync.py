@@ -18,6 +18,7 @@ The traps handled here (see the team's techniques notes, §1):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import os
 import threading
@@ -63,6 +64,38 @@ T = TypeVar("T")
 _ORPHANED_BY_FORK: list[object] = []
 _RUNNERS: weakref.WeakSet[_Runner] = weakref.WeakSet()
 _THREAD_NAME = "billingos-loop"
+_EXITING = False
+"""True once the interpreter is exiting: set by an atexit hook that runs before the facades' finalizers."""
+_EXIT_HOOK_REGISTERED = False
+
+
+def _interpreter_exiting() -> None:
+    global _EXITING
+    _EXITING = True
+
+
+def _watch_for_exit() -> None:
+    """Register :func:`_interpreter_exiting`, once, after a ``weakref.finalize`` exists.
+
+    ``weakref.finalize`` registers its own atexit hook (which closes facades still open at exit) when its
+    first instance is created; atexit runs hooks last-in first-out, so this one then runs before it.
+    """
+    global _EXIT_HOOK_REGISTERED
+    if not _EXIT_HOOK_REGISTERED:
+        _EXIT_HOOK_REGISTERED = True
+        atexit.register(_interpreter_exiting)
+
+
+def _park_daemon_thread_at_exit() -> None:
+    """At interpreter exit, never return to a daemon thread whose call the exit closed.
+
+    Python abandons daemon threads when it exits; one blocked in a plain blocking socket read simply
+    never returns. A daemon thread mid-call when the exit shutdown closes the facade would otherwise be
+    woken with ``client_closed``, only to print a traceback on its way out ("Exception in thread ...").
+    Non-daemon threads are joined before exit starts, so they never get here.
+    """
+    if _EXITING and threading.current_thread().daemon:
+        threading.Event().wait()  # never set: the process exits around this thread
 
 
 @attrs.frozen(eq=False)
@@ -148,6 +181,9 @@ class _Runner:
         state = self._state
         if state is not None and state.pid == os.getpid() and not self._closed:
             return state
+        if self._closed:
+            _park_daemon_thread_at_exit()  # here, not under the lock: a parked thread keeps what it holds
+            raise _closed_error()
         with self._lock:
             if self._closed:
                 raise _closed_error()
@@ -162,6 +198,7 @@ class _Runner:
                 raise
             pid = os.getpid()
             finalizer = weakref.finalize(self, _shutdown, pid, loop, core)
+            _watch_for_exit()
             self._state = state = _LoopState(pid, loop, core, finalizer)
             return state
 
@@ -184,13 +221,19 @@ class _Runner:
             future = asyncio.run_coroutine_threadsafe(on_loop(), state.loop.loop)
         except RuntimeError:
             if self._closed:  # closed by another thread since _ensure()
+                _park_daemon_thread_at_exit()
                 raise _closed_error() from None
             raise
         try:
             return future.result()
         except CancelledError:
             if self._closed:  # the loop shut down under this call
+                _park_daemon_thread_at_exit()
                 raise _closed_error() from None
+            raise
+        except BillingOSError as exc:
+            if exc.code == "client_closed":  # closed while this call was in flight
+                _park_daemon_thread_at_exit()
             raise
         except BaseException:
             future.cancel()
@@ -474,8 +517,14 @@ class BillingOS(_SyncBase):
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
     ) -> None:
-        # Refuse bad configuration here, not on the first call.
-        settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+        # Refuse bad configuration here, not on the first call; without the frames below this one,
+        # whose locals hold the raw key (see AsyncBillingOS.__init__).
+        try:
+            settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+        except BillingOSError as exc:
+            raise exc.with_traceback(None) from None
+        finally:
+            del secret_key  # from here on only the masked SecretKey in settings
         check_backend_and_client(settings, http_client)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ValidationError(
@@ -492,7 +541,7 @@ class BillingOS(_SyncBase):
                     code="invalid_argument",
                 )
             # Now, not when the core is built on the first miss: a hit may come before that.
-            entitlement_cache._bind(settings.api_url, settings.secret_key.reveal())
+            entitlement_cache._bind(settings.api_url, settings.secret_key)
         creator_pid = os.getpid()
 
         def build() -> AsyncBillingOS:

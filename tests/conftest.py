@@ -17,9 +17,12 @@ pytest_plugins = ["billingos.testing.pytest_plugin"]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own BillingOS settings."""
+    """No test sees the developer's own BillingOS settings, or a proxy (which changes what is refused)."""
     for name in ("BILLINGOS_SECRET_KEY", "BILLINGOS_API_URL", "BILLINGOS_LOG"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from ._config import (
     evolve,
     resolve,
 )
-from ._errors import BillingOSError, ValidationError
+from ._errors import ValidationError
 from ._http import Requester, Transport
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import Unpack
@@ -114,13 +114,8 @@ class AsyncBillingOS:
     ) -> None:
         try:
             settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
-        except BillingOSError as exc:
-            # A refused configuration. The frames below (resolve and its checks) hold the raw key in
-            # their locals, which a traceback rendered with locals (Sentry, rich, pytest -l) would
-            # print: raise it without them; the message says what was wrong.
-            raise exc.with_traceback(None) from None
         finally:
-            del secret_key  # from here on only the masked SecretKey in settings
+            del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
         self._init_from(settings, http_client, retry_policy, entitlement_cache)
 
     @classmethod

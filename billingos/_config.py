@@ -92,8 +92,28 @@ def resolve(
 ) -> Settings:
     """Resolve every setting from arguments, then the environment, then defaults (CONTRACT §1).
 
-    ``None`` always means "use the default", never "disable".
+    ``None`` always means "use the default", never "disable". A refused setting raises its
+    ``ValidationError`` without the frames of the checks below this one and with ``secret_key``
+    deleted from this frame: their locals hold the raw key, which a traceback rendered with locals
+    (Sentry, rich, ``pytest -l``) would print. The caller deletes its own copy (``del secret_key``).
     """
+    try:
+        return _resolve(secret_key, api_url, timeout, max_retries, limits, env, http_backend)
+    except ValidationError as exc:
+        raise exc.with_traceback(None) from None
+    finally:
+        del secret_key
+
+
+def _resolve(
+    secret_key: str | None,
+    api_url: str | None,
+    timeout: TimeoutTypes | None,
+    max_retries: int | None,
+    limits: httpx.Limits | None,
+    env: Mapping[str, str] | None,
+    http_backend: str | None,
+) -> Settings:
     env = os.environ if env is None else env
     key = secret_key if secret_key is not None else env.get("BILLINGOS_SECRET_KEY")
     environment = _check_key(key)

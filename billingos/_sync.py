@@ -517,14 +517,11 @@ class BillingOS(_SyncBase):
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
     ) -> None:
-        # Refuse bad configuration here, not on the first call; without the frames below this one,
-        # whose locals hold the raw key (see AsyncBillingOS.__init__).
+        # Refuse bad configuration here, not on the first call.
         try:
             settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
-        except BillingOSError as exc:
-            raise exc.with_traceback(None) from None
         finally:
-            del secret_key  # from here on only the masked SecretKey in settings
+            del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
         check_backend_and_client(settings, http_client)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ValidationError(

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDict, CIMultiDictProxy  # an aiohttp dependency
 
 from ._config import Settings
 from ._errors import ValidationError
@@ -139,6 +140,22 @@ def _cause(exc: Exception) -> BaseException:
     return exc
 
 
+def _redact(error: BaseException) -> None:
+    """Mask the key in an aiohttp response error before the SDK chains it to its own exception.
+
+    aiohttp keeps the request's headers (``Authorization: Bearer sk_…``, raw) in a
+    ``ClientResponseError``'s ``request_info``, which its ``repr()`` shows; httpx's own headers mask it.
+    """
+    if isinstance(error, aiohttp.ClientResponseError) and error.request_info is not None:
+        info = error.request_info
+        if "Authorization" in info.headers:
+            headers = CIMultiDict(info.headers)
+            headers["Authorization"] = "[secure]"
+            error.request_info = aiohttp.RequestInfo(
+                info.url, info.method, CIMultiDictProxy(headers), info.real_url
+            )
+
+
 def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
     """The httpx exception httpx would raise for the aiohttp failure behind ``exc`` (else ``exc`` itself).
 
@@ -146,6 +163,7 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
     may have reached the server (only ``ConnectError``, ``ConnectTimeout`` and ``PoolTimeout`` say no).
     """
     original = _cause(exc)
+    _redact(original)
     message = str(original) or type(original).__name__
     error: httpx.RequestError
     if isinstance(original, aiohttp.ConnectionTimeoutError):

@@ -577,9 +577,13 @@ class UsageRecorder:
         try:
             self._load(loaded)
             await outer.start(self._run)
-        except BaseException as exc:
-            await self._outbox.aclose()
-            await outer.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._outbox.aclose()
+            # Given the exception, anyio's task group would re-raise it inside an ExceptionGroup:
+            # cancel the group's scope and leave it cleanly, then raise the original error as is.
+            outer.cancel_scope.cancel()
+            await outer.__aexit__(None, None, None)
             raise
         self._phase = "open"
         with self._staging.lock:

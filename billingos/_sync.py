@@ -217,9 +217,11 @@ class _Runner:
                 "BillingOS (the blocking client) was called from its own event loop thread, where it "
                 "would wait for itself forever; use the AsyncBillingOS it wraps there instead."
             )
+        coro = on_loop()
         try:
-            future = asyncio.run_coroutine_threadsafe(on_loop(), state.loop.loop)
+            future = asyncio.run_coroutine_threadsafe(coro, state.loop.loop)
         except RuntimeError:
+            coro.close()  # never scheduled (the loop closed meanwhile): else "never awaited" warns
             if self._closed:  # closed by another thread since _ensure()
                 _park_daemon_thread_at_exit()
                 raise _closed_error() from None

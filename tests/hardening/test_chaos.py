@@ -409,13 +409,20 @@ async def test_a_permanent_error_under_chaos_is_dead_lettered_once_not_retried(s
     assert {type(x.error).__name__ for x in letters} == {"NotFoundError"}
     assert sum(x.events for x in letters) == lost_on_purpose
     assert fake.usage_of("cus_unsubscribed", "api_calls") == 0
-    for letter in letters:  # the 404 is final: once answered, never sent again
+    # The 404 is final: once the recorder has one, it never sends that key again. The server may still
+    # have answered 404 more than once per key: an attempt hit by the slow fault times out on the client
+    # (ambiguous, so retried with the same key) and is answered 404 late; those are bounded by the slow
+    # faults injected (replay one such run: BILLINGOS_SOAK_SEED=1797029521).
+    late_404s = 0
+    for letter in letters:
         answered = [
             r.status
             for r in fake.requests_to(TRACK)
             if r.json["idempotency_key"] == letter.idempotency_key and r.status == 404
         ]
-        assert answered == [404]
+        assert answered
+        late_404s += len(answered) - 1
+    assert late_404s <= rules["slow"].hits
 
 
 def test_errors_carry_the_request_id_under_chaos(seed: int) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
-from billingos import RetryPolicy
+from billingos import AsyncBillingOS, RetryPolicy, UsageRecorder
+from billingos._outbox import SQLiteOutbox
 from billingos.testing import FakeBillingOS, Plan
 
 TRACK = "POST /v1/usage/track"
@@ -66,3 +69,45 @@ async def until(condition: Callable[[], object], limit: float = 5.0) -> None:
     with anyio.fail_after(limit):
         while not condition():  # noqa: ASYNC110 (the server's counters have no event to await)
             await anyio.sleep(0.001)
+
+
+def recorder_fixtures(seed_value: int) -> tuple[Any, Any, Any]:
+    """The fixtures a recorder test module binds: ``fake, billing, path = recorder_fixtures(7)``.
+
+    ``fake``: a rate-limit-free `FakeBillingOS` with the catalogue of :func:`seed`, its randomness
+    seeded with ``seed_value``; ``billing``: an in-process `AsyncBillingOS` talking to it; ``path``: an
+    outbox file in the test's temporary directory.
+    """
+
+    @pytest.fixture
+    def fake() -> FakeBillingOS:
+        fake = FakeBillingOS(rate_limits=None, seed=seed_value)
+        seed(fake)
+        return fake
+
+    @pytest.fixture
+    async def billing(fake: FakeBillingOS) -> AsyncIterator[AsyncBillingOS]:
+        async with fake.client() as client:
+            yield client
+
+    @pytest.fixture
+    def path(tmp_path: Path) -> str:
+        return str(tmp_path / "usage.db")
+
+    return fake, billing, path
+
+
+def recorder(billing: AsyncBillingOS, outbox: str | None = None, **options: Any) -> UsageRecorder:
+    """A recorder with test-friendly defaults: 20 ms windows, millisecond backoff (``FAST``)."""
+    options.setdefault("flush_interval", 0.02)
+    options.setdefault("retry_policy", FAST)
+    if outbox is not None:
+        options["outbox"] = outbox
+    return billing.usage_recorder(**options)
+
+
+def writer_of(r: UsageRecorder) -> SQLiteOutbox:
+    """The recorder's SQLite outbox (private: for tests that reach into it)."""
+    outbox = r._outbox
+    assert isinstance(outbox, SQLiteOutbox)
+    return outbox

@@ -15,8 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -27,39 +26,19 @@ from billingos._outbox import SCHEMA_VERSION, SQLiteOutbox, Staging
 from billingos._recorder import SAFE_KEY_AGE
 from billingos.testing import FakeBillingOS, Fault
 
-from ._recorder_support import FAST, TRACK, keys_sent, outbox_rows, seed, until
+from ._recorder_support import TRACK, keys_sent, outbox_rows, recorder_fixtures, until, writer_of
+from ._recorder_support import recorder as shared_recorder
 
-DISK_SAYS_NO = "disk says no"
-
-
-@pytest.fixture
-def fake() -> FakeBillingOS:
-    fake = FakeBillingOS(rate_limits=None, seed=5)
-    seed(fake)
-    return fake
-
-
-@pytest.fixture
-async def billing(fake: FakeBillingOS) -> AsyncIterator[AsyncBillingOS]:
-    async with fake.client() as client:
-        yield client
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "usage.db")
+fake, billing, path = recorder_fixtures(5)
 
 
 def recorder(billing: AsyncBillingOS, path: str, **options: Any) -> UsageRecorder:
+    """The shared recorder, but flushing only when asked (``flush_interval=3600``)."""
     options.setdefault("flush_interval", 3600)
-    options.setdefault("retry_policy", FAST)
-    return billing.usage_recorder(outbox=path, **options)
+    return shared_recorder(billing, path, **options)
 
 
-def writer_of(r: UsageRecorder) -> SQLiteOutbox:
-    outbox = r._outbox
-    assert isinstance(outbox, SQLiteOutbox)
-    return outbox
+DISK_SAYS_NO = "disk says no"
 
 
 @contextlib.contextmanager

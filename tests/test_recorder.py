@@ -11,7 +11,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -34,29 +34,22 @@ from billingos import (
 )
 from billingos.testing import FakeBillingOS, Fault, RateLimits
 
-from ._recorder_support import BIG, CUSTOMERS, FAST, SMALL, TRACK, keys_sent, seed, until
+from ._recorder_support import (
+    BIG,
+    CUSTOMERS,
+    FAST,
+    SMALL,
+    TRACK,
+    keys_sent,
+    recorder,
+    recorder_fixtures,
+    seed,
+    until,
+)
 
 SEED = 20260401
 
-
-@pytest.fixture
-def fake() -> FakeBillingOS:
-    fake = FakeBillingOS(rate_limits=None, seed=SEED)
-    seed(fake)
-    return fake
-
-
-@pytest.fixture
-async def billing(fake: FakeBillingOS) -> AsyncIterator[AsyncBillingOS]:
-    async with fake.client() as client:
-        yield client
-
-
-def recorder(billing: AsyncBillingOS, **options: Any) -> UsageRecorder:
-    """A recorder with test-friendly defaults: short windows, millisecond backoff."""
-    options.setdefault("flush_interval", 0.02)
-    options.setdefault("retry_policy", FAST)
-    return billing.usage_recorder(**options)
+fake, billing, path = recorder_fixtures(SEED)
 
 
 # -- record() ------------------------------------------------------------------------------------

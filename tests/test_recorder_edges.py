@@ -11,7 +11,6 @@ a child that coverage cannot see).
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +23,14 @@ from billingos import (
     AsyncBillingOS,
     BillingOSError,
     RecorderStats,
-    UsageRecorder,
     ValidationError,
 )
 from billingos.testing import FakeBillingOS, Fault, RateLimits
 
 from ._factories import BASE_URL, SECRET, track_json
-from ._recorder_support import CUSTOMERS, FAST, TRACK, keys_sent, seed, until
+from ._recorder_support import CUSTOMERS, TRACK, keys_sent, recorder, recorder_fixtures, seed, until
 
-
-@pytest.fixture
-def fake() -> FakeBillingOS:
-    fake = FakeBillingOS(rate_limits=None, seed=11)
-    seed(fake)
-    return fake
-
-
-@pytest.fixture
-async def billing(fake: FakeBillingOS) -> AsyncIterator[AsyncBillingOS]:
-    async with fake.client() as client:
-        yield client
-
-
-def recorder(billing: AsyncBillingOS, **options: Any) -> UsageRecorder:
-    options.setdefault("flush_interval", 0.02)
-    options.setdefault("retry_policy", FAST)
-    return billing.usage_recorder(**options)
+fake, billing, path = recorder_fixtures(11)
 
 
 # -- options -----------------------------------------------------------------------------------------

@@ -13,51 +13,29 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import Process
 
-from billingos import AsyncBillingOS, BillingOSError, NotFoundError, UsageRecorder
-from billingos._outbox import SQLiteOutbox
+from billingos import AsyncBillingOS, BillingOSError, NotFoundError
 from billingos.testing import FakeBillingOS, Fault
 
-from ._recorder_support import CUSTOMERS, FAST, TRACK, keys_sent, outbox_rows, seed, until
+from ._recorder_support import (
+    CUSTOMERS,
+    TRACK,
+    keys_sent,
+    outbox_rows,
+    recorder,
+    recorder_fixtures,
+    until,
+    writer_of,
+)
+
+fake, billing, path = recorder_fixtures(7)
 
 CHILD = Path(__file__).with_name("_recorder_child.py")
-
-
-@pytest.fixture
-def fake() -> FakeBillingOS:
-    fake = FakeBillingOS(rate_limits=None, seed=7)
-    seed(fake)
-    return fake
-
-
-@pytest.fixture
-async def billing(fake: FakeBillingOS) -> AsyncIterator[AsyncBillingOS]:
-    async with fake.client() as client:
-        yield client
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "usage.db")
-
-
-def recorder(billing: AsyncBillingOS, path: str, **options: Any) -> UsageRecorder:
-    options.setdefault("flush_interval", 0.02)
-    options.setdefault("retry_policy", FAST)
-    return billing.usage_recorder(outbox=path, **options)
-
-
-def writer_of(r: UsageRecorder) -> SQLiteOutbox:
-    outbox = r._outbox
-    assert isinstance(outbox, SQLiteOutbox)
-    return outbox
 
 
 # -- written before sending ------------------------------------------------------------------------

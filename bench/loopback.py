@@ -53,6 +53,7 @@ class Samples:
     cpu: list[float] = field(default_factory=list)  # this process's CPU seconds per call
     server_cpu: list[float] = field(default_factory=list)  # the server process's CPU seconds per call
     connections: list[int] = field(default_factory=list)  # TCP connections the server accepted
+    pooled: list[int] = field(default_factory=list)  # connections the client's httpx pool holds after
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,6 +67,8 @@ async def sdk_client(server: ServerProcess, backend: HttpBackend) -> AsyncIterat
         def call() -> Awaitable[object]:
             return billing.check_entitlement(CUSTOMER, FEATURE)
 
+        if backend == "httpx":
+            call.pool_size = lambda: _pool_size(billing._requester.transport.client)  # type: ignore[attr-defined]
         yield call
 
 
@@ -84,7 +87,13 @@ async def httpx_client(server: ServerProcess) -> AsyncIterator[Call]:
                 raise RuntimeError(f"raw httpx: HTTP {response.status_code}")
             return json.loads(response.content)
 
+        call.pool_size = lambda: _pool_size(client)  # type: ignore[attr-defined]
         yield call
+
+
+def _pool_size(client: httpx.AsyncClient) -> int:
+    """Connections an httpx client's pool holds (httpcore internals; see bench/pool_size.py for why)."""
+    return len(client._transport._pool.connections)  # type: ignore[attr-defined]
 
 
 @contextlib.asynccontextmanager
@@ -158,6 +167,9 @@ async def measure(server: ServerProcess, call: Call, calls: int, concurrency: in
     into.cpu.append(cpu / calls)
     into.server_cpu.append((after.cpu - before.cpu) / calls)
     into.connections.append(after.connections - before.connections)
+    pool_size = getattr(call, "pool_size", None)
+    if pool_size is not None:
+        into.pooled.append(pool_size())
 
 
 async def keepalive(
@@ -288,6 +300,8 @@ def rows_from(results: Results) -> list[Row]:
                 f"{fmt(statistics.median(s.server_cpu) * 1e6)} µs/call, "
                 f"{fmt(statistics.median(s.connections))} connections opened per {results.calls} calls"
             )
+            if s.pooled:
+                note += f", {fmt(statistics.median(s.pooled))} held by the pool"
             rows.append(
                 Row.measured(
                     f"c={concurrency}: {name}, per call", [w * 1e6 for w in s.wall], unit="µs", note=note
@@ -328,8 +342,11 @@ def run(ctx: Context) -> list[Row]:
     """The SDK's ``check_entitlement`` over loopback against the embedded server (``FakeBillingOS``, rate
     limits off, seeded) running under uvicorn in a process of its own, next to the same GET written with
     raw ``httpx.AsyncClient`` and raw ``aiohttp.ClientSession``, and the SDK with ``http_backend="aiohttp"``.
-    Every client has the SDK's pool size (100 connections; httpx keeps at most 20 of them idle, as the SDK
-    does). At each concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous
+    Every client has the SDK's pool limits (100 connections, all kept alive when idle). For the two httpx
+    clients the per-call rows also note how many connections the pool holds: httpcore 1.0.9 rescans every
+    connection for each waiting request on every pool change, so its cost per call follows that number, and
+    on this CPU-bound loopback the SDK's task-per-exchange (cancellation safety) lets its pool grow larger
+    than raw httpx's at some concurrencies (``python -m bench.pool_size`` shows it alone). At each concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous
     one ends) every client makes the same fixed number of calls per batch; the clients take turns
     (A B C D, B C D A, ...) and each figure is the median over the repetitions of the per-repetition ratio,
     with its range as the spread. The server counts the TCP connections it accepts, so keep-alive is

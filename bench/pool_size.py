@@ -26,12 +26,9 @@ from billingos._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 
 from ._server_proc import ServerProcess
 from .loopback import CUSTOMER, FEATURE, PARAMS, PATH, drive
+from .loopback import _pool_size as _loopback_pool_size
 
 CALLS = 1500
-
-
-def _pool_size(client: httpx.AsyncClient) -> int:
-    return len(client._transport._pool.connections)  # type: ignore[attr-defined]  # httpcore internals
 
 
 async def _compare(server: ServerProcess) -> None:
@@ -63,7 +60,7 @@ async def _compare(server: ServerProcess) -> None:
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 cells.append(
                     f"{name} {wall / CALLS * 1e6:6.0f} µs, CPU {cpu / CALLS * 1e6:6.0f} µs, "
-                    f"{_pool_size(client):3d} connections"
+                    f"{_loopback_pool_size(client):3d} connections"
                 )
             print(f"c={concurrency:<3}  " + "   |   ".join(cells))
 

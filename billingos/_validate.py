@@ -82,13 +82,36 @@ def positive_number(name: str, value: object) -> int | float:
     return value
 
 
+MAX_METADATA_DEPTH = 32
+"""How deeply metadata may nest. Deeper would hit Python's recursion limit when the body is encoded, at a
+depth that differs between Python versions; a fixed limit refuses the same metadata everywhere."""
+
+
 def metadata(name: str, value: object) -> Mapping[str, Any] | None:
-    """``None`` or a mapping with string keys (values are checked when the body is encoded)."""
+    """``None`` or a mapping with string keys, nested at most ``MAX_METADATA_DEPTH`` levels (values are
+    checked when the body is encoded)."""
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _invalid(f"{name} must be a mapping with str keys.")
+    _check_depth(name, value)
     return dict(value)
+
+
+def _check_depth(name: str, value: Mapping[Any, Any]) -> None:
+    """Breadth-first, without recursion; a self-containing value stops at the limit too."""
+    level: list[object] = list(value.values())
+    for _ in range(MAX_METADATA_DEPTH - 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, (Mapping, list, tuple))
+            for child in (item.values() if isinstance(item, Mapping) else item)
+        ]
+        if not level:
+            return
+    if any(isinstance(item, (Mapping, list, tuple)) for item in level):
+        raise _invalid(f"{name} nests deeper than {MAX_METADATA_DEPTH} levels of objects and arrays.")
 
 
 def string_list(name: str, value: object) -> list[str] | None:

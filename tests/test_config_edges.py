@@ -107,3 +107,21 @@ def test_the_key_comes_from_the_given_environment_too() -> None:
     settings = resolve(None, None, None, None, None, env={"BILLINGOS_SECRET_KEY": LIVE_SECRET})
     assert settings.secret_key == SecretKey(LIVE_SECRET)
     assert settings.api_url == "https://api.billingos.dev"
+
+
+@pytest.mark.parametrize(("levels", "refused"), [(32, False), (33, True), (5_000, True)])
+def test_metadata_nesting_is_limited_the_same_on_every_python(levels: int, refused: bool) -> None:
+    # json's own limit is ~1 000 levels on 3.10/3.11 and several thousand on 3.12+: ours is fixed.
+    from billingos import ValidationError
+    from billingos._validate import metadata
+
+    value: dict[str, object] = {}
+    inner = value
+    for _ in range(levels - 1):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    if refused:
+        with pytest.raises(ValidationError, match="nests deeper than 32 levels"):
+            metadata("metadata", value)
+    else:
+        assert metadata("metadata", value) == value

@@ -279,11 +279,14 @@ async def test_direct_tracks_and_recorder_under_chaos_count_exactly_once(
 
 
 def outbox_rows(path: Path) -> dict[str, int]:
-    with sqlite3.connect(path) as conn:
+    conn = sqlite3.connect(path)  # `with sqlite3.connect()` only commits: close it ourselves
+    try:
         return {
             table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("events", "batches", "dead_letters")
         }
+    finally:
+        conn.close()
 
 
 def test_sync_recorder_with_outbox_restarted_under_chaos_counts_exactly_once(

@@ -692,7 +692,7 @@ def test_any_argument_is_sent_exactly_or_refused_before_sending(
         (lambda b: b.usage.track("\udc80", "api_calls"), "lone surrogate"),
         (
             lambda b: b.usage.track("u", "f", metadata={"a": [[[[]]]] * 2, "deep": _deep(1100)}),
-            "JSON-serializable",
+            "nests deeper than 32 levels",
         ),
         (lambda b: b.customers.create("a@b.co", billing_address={1: "x", "zip": "y"}), "unknown fields"),
         (lambda b: b.subscriptions.list().page("2"), "page must be an int"),

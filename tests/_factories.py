@@ -175,3 +175,16 @@ def page_json(
         "limit": limit,
         "total_pages": total_pages,
     }
+
+
+class Clock:
+    """A clock the test moves by hand: EntitlementCache(clock=...), FakeBillingOS(clock=...)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

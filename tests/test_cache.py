@@ -42,7 +42,7 @@ from billingos import (
 )
 from billingos.testing import FakeBillingOS, Fault
 
-from ._factories import check_json
+from ._factories import Clock, check_json
 
 CHECK = "GET /v1/usage/check"
 TRACK = "POST /v1/usage/track"
@@ -50,19 +50,6 @@ FAKE_URL = "http://billingos.fake"
 USER = "user_42"
 QUOTA = 10
 """The ``api_calls`` quota of the seeded Pro plan."""
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Gate(httpx.AsyncBaseTransport):

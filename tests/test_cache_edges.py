@@ -24,19 +24,11 @@ from billingos import (
     RetryPolicy,
 )
 
-from ._factories import BASE_URL, SECRET, check_json, track_json
+from ._factories import BASE_URL, SECRET, Clock, check_json, track_json
 
 USER, FEATURE = "user_42", "api_calls"
 FRESH = Entitlement(feature_key=FEATURE, has_access=True, limit=10, usage=1, remaining=9)
 OTHER = Entitlement(feature_key=FEATURE, has_access=True, limit=10, usage=2, remaining=8)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

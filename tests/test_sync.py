@@ -52,6 +52,7 @@ from billingos import (
 )
 
 from ._factories import BASE_URL, SECRET, customer_json, error_body
+from ._fork import needs_fork, run_in_child
 from ._loopback import serve_asgi
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +60,6 @@ HOLD_LIMIT_SECONDS = 10.0  # the server never holds a request longer than this, 
 WAIT_SECONDS = 10.0  # bound on every wait for something that should happen at once
 NOT_FOUND_REQUEST_ID = "req_" + "f" * 24
 FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
-
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 # -- a loopback API ------------------------------------------------------------------------------
@@ -196,45 +195,6 @@ def _run_python(code: str, *args: str, timeout: float = 30) -> subprocess.Comple
     )
 
 
-def _wait_child(pid: int, seconds: float = 20) -> int:
-    """The child's exit code; kill it and fail if it has not exited within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child did not exit within {seconds} s (killed)")
-        time.sleep(0.005)
-
-
-def _in_child(work: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-    """Fork; run ``work`` in the child and send its result back through a pipe. Never returns in the child."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: whatever happens, leave with os._exit so pytest never runs here
-        code = 1
-        try:
-            os.close(read_fd)
-            try:
-                result = work()
-            except BaseException:
-                result = {"error": traceback.format_exc()}
-            os.write(write_fd, json.dumps(result, default=repr).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    exit_code = _wait_child(pid)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    result = json.loads(data) if data else {}
-    assert "error" not in result, result["error"]
-    return exit_code, result
-
-
 # -- 1. many threads, one loop, one pool --------------------------------------------------------
 
 
@@ -333,7 +293,7 @@ def test_forked_child_rebuilds_loop_and_pool_and_the_parent_keeps_working(api: A
             result["thread_stopped"] = not thread.is_alive()
             return result
 
-        exit_code, result = _in_child(child)
+        exit_code, result = run_in_child(child)
         assert exit_code == 0
         assert result == {
             "ids": ["child-1", "child-2"],
@@ -420,7 +380,7 @@ def test_own_http_client_in_a_forked_child_raises_client_forked() -> None:
                     codes[name] = "no error"
             return codes
 
-        exit_code, codes = _in_child(child)
+        exit_code, codes = run_in_child(child)
         assert exit_code == 0
         assert codes == {"used": "client_forked", "unused": "client_forked"}
         assert used.customers.get("c2").id == "c2"
@@ -434,7 +394,9 @@ def test_own_http_client_in_a_forked_child_raises_client_forked() -> None:
 # -- 4. Ctrl-C ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.skipif(
+    not hasattr(signal, "pthread_kill"), reason="signal.pthread_kill is POSIX-only (absent on Windows)"
+)
 def test_ctrl_c_cancels_the_call_and_the_client_keeps_working(api: Api) -> None:
     assert threading.current_thread() is threading.main_thread()
     with BillingOS(SECRET, api_url=api.url, max_retries=0) as billing:

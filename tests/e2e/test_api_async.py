@@ -28,6 +28,7 @@ from billingos import (
 )
 from billingos.testing import FakeBillingOS, Fault
 
+from .._factories import Clock
 from ._helpers import QUOTA, Seeded, minted_tokens, request_ids, seed, statuses
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -765,14 +766,6 @@ async def test_broken_dates_on_the_wire(mount, policy) -> None:
 
 
 # -- time: billing periods and the idempotency window (an injected clock) ---------------------------
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_usage_resets_when_the_period_renews(mount, policy) -> None:

@@ -19,6 +19,7 @@ from billingos import (
 )
 from billingos.testing import FakeBillingOS, Fault
 
+from .._factories import Clock
 from ._helpers import QUOTA, closed_port
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -26,17 +27,9 @@ pytestmark = pytest.mark.usefixtures("seeded")
 CHECK = "GET /v1/usage/check"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(0.0)
 
 
 @pytest.fixture

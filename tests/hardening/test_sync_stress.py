@@ -35,12 +35,12 @@ import trio.lowlevel
 from billingos import BillingOS, BillingOSError, DeadLetter, NotFoundError, RecorderStats, UsageRecord
 from billingos.testing import FakeBillingOS, Fault
 from tests._factories import BASE_URL, SECRET, customer_json
+from tests._fork import needs_fork, run_in_child
 
-from .conftest import run_in_child, serve_counted, soak_events, wait_until
+from .conftest import serve_counted, soak_events, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")  # POSIX: always runs here
 CUSTOMERS = 8
 
 

@@ -15,52 +15,29 @@ time and CPU per call and the connections each pool holds afterwards, so a throu
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 
-import httpx
-
-from billingos import AsyncBillingOS
-from billingos._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT
-
 from ._server_proc import ServerProcess
-from .loopback import CUSTOMER, FEATURE, PARAMS, PATH, drive
-from .loopback import _pool_size as _loopback_pool_size
+from .loopback import drive, httpx_client, sdk_client
 
 CALLS = 1500
 
 
 async def _compare(server: ServerProcess) -> None:
-    headers = {"authorization": f"Bearer {server.secret_key}", "accept": "application/json"}
-    timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0)
-    async with (
-        AsyncBillingOS(server.secret_key, api_url=server.url) as billing,
-        httpx.AsyncClient(
-            base_url=server.url, headers=headers, limits=DEFAULT_LIMITS, timeout=timeout
-        ) as raw,
-    ):
-
-        async def raw_call() -> object:
-            response = await raw.get(PATH, params=PARAMS)
-            return json.loads(response.content)
-
-        def sdk_call() -> object:
-            return billing.check_entitlement(CUSTOMER, FEATURE)
-
-        sdk_http = billing._requester.transport.client  # private: the SDK's own httpx client
+    async with sdk_client(server, "httpx") as sdk, httpx_client(server) as raw:
         print(
             f"Python {sys.version.split()[0]}, {CALLS} calls per cell (µs per call, CPU µs per call, pool size)"
         )
         for concurrency in (1, 16, 64, 256):
             cells = []
-            for name, call, client in (("SDK", sdk_call, sdk_http), ("raw httpx", raw_call, raw)):
+            for name, call in (("SDK", sdk), ("raw httpx", raw)):
                 wall, cpu = time.perf_counter(), time.process_time()
-                await drive(call, CALLS, concurrency)  # type: ignore[arg-type]
+                await drive(call, CALLS, concurrency)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 cells.append(
                     f"{name} {wall / CALLS * 1e6:6.0f} µs, CPU {cpu / CALLS * 1e6:6.0f} µs, "
-                    f"{_loopback_pool_size(client):3d} connections"
+                    f"{call.pool_size():3d} connections"  # type: ignore[attr-defined]  # set by loopback.py
                 )
             print(f"c={concurrency:<3}  " + "   |   ".join(cells))
 

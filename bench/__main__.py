@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(mode=mode)
     scenarios = _selected(args.only)
     started = time.perf_counter()
-    stamp = datetime.datetime.now(datetime.timezone.utc)
+    stamp = datetime.datetime.now(datetime.UTC)
     print(f"billingos benchmarks: {mode} run, {len(scenarios)} scenario(s)", flush=True)
     results = []
     for scenario in scenarios:

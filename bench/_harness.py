@@ -2,7 +2,7 @@
 
 A scenario is a function ``run(ctx: Context) -> list[Row | dict]``. Each row is one figure::
 
-    Row(name="check_entitlement: SDK / raw httpx", figure=1.18, unit="×", goal="≤ 1.25", met=True,
+    Row(name="check_entitlement: SDK / raw httpx2", figure=1.18, unit="×", goal="≤ 1.25", met=True,
         spread=(1.12, 1.31))
 
 A plain dict with the same keys is accepted too (``Row.coerce``). Figures are ratios measured in one run
@@ -423,8 +423,8 @@ def _serve_main(customers: int, features: list[str]) -> None:
 
 VERSIONED = (
     "billingos",
-    "httpx",
-    "httpcore",
+    "httpx2",
+    "httpcore2",
     "anyio",
     "tenacity",
     "attrs",
@@ -432,10 +432,8 @@ VERSIONED = (
     "uvicorn",
     "starlette",
     "openai",
-    "httpx2",
     "stripe",
     "aiohttp",
-    "httpx-aiohttp",
     "matplotlib",
 )
 

@@ -11,7 +11,7 @@ import importlib.util
 
 from ._harness import Context, Goal, Row, fmt, interleave, ratios, run_child
 
-DEPENDENCIES = ("httpx", "anyio", "tenacity", "attrs", "cattrs")
+DEPENDENCIES = ("httpx2", "anyio", "tenacity", "attrs", "cattrs")
 PEERS = ("openai", "stripe")
 
 _TIMED = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
@@ -31,7 +31,7 @@ def _time_import(modules: str) -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    """7. ``import billingos`` vs ``import httpx, anyio, tenacity, attrs, cattrs`` (its runtime
+    """7. ``import billingos`` vs ``import httpx2, anyio, tenacity, attrs, cattrs`` (its runtime
     dependencies alone), each in a fresh interpreter, median of 10 (goal ≤ 1.3×); openai and stripe, when
     installed, as ratios to ``import billingos``. The notes list the modules that ``import billingos``
     loads beyond its dependencies (candidates for a lazy import)."""

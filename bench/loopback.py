@@ -5,9 +5,10 @@
 
 Four clients send the same ``GET /v1/usage/check`` (``check_entitlement("user_1", "api_calls")``) to one
 ``FakeBillingOS`` served by uvicorn in a child process (``bench/_server_proc.py``), at concurrency 1, 16, 64
-and 256: the SDK (default httpx backend), raw ``httpx.AsyncClient``, raw ``aiohttp.ClientSession``, and the
-SDK with ``http_backend="aiohttp"``. Every client has the SDK's pool size (``DEFAULT_LIMITS``). See
-:func:`run` for the method and the goals.
+and 256: the SDK (default httpx2 backend), raw ``httpx2.AsyncClient``, raw ``aiohttp.ClientSession``, and the
+SDK with ``http_backend="aiohttp"``. At each concurrency every client is built with the same pinned pool
+(``max_connections = min(concurrency, 100)``, all kept alive), so the ratios measure the clients, not how
+large each pool happened to grow. See :func:`run` for the method and the goals.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 
 from billingos import AsyncBillingOS
 from billingos._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT, HttpBackend
@@ -36,12 +37,12 @@ CUSTOMER, FEATURE = "user_1", "api_calls"  # seed_sandbox: user_1 is on Pro, whi
 PATH = "/v1/usage/check"
 PARAMS = {"customer_id": CUSTOMER, "feature_key": FEATURE}
 
-SEQUENTIAL_GOAL = Goal("<=", 1.1)  # sequential SDK / raw httpx, time per call
-HTTPX_THROUGHPUT_GOAL = Goal(">=", 0.9)  # default backend vs raw httpx, at every concurrency
-AIOHTTP_THROUGHPUT_GOAL = Goal(">=", 0.8)  # aiohttp backend vs raw aiohttp, at concurrency 256
+SEQUENTIAL_GOAL = Goal("<=", 1.1)  # sequential SDK / raw httpx2, time per call
+HTTPX_THROUGHPUT_GOAL = Goal(">=", 0.95)  # default backend vs raw httpx2, at every concurrency
+AIOHTTP_THROUGHPUT_GOAL = Goal(">=", 0.9)  # aiohttp backend vs raw aiohttp, at every concurrency
 KEEPALIVE_GOAL = Goal("==", 1)  # connections opened by N sequential calls
 
-SDK, HTTPX, AIOHTTP, SDK_AIOHTTP = "SDK", "raw httpx", "raw aiohttp", "SDK[aiohttp]"
+SDK, HTTPX, AIOHTTP, SDK_AIOHTTP = "SDK", "raw httpx2", "raw aiohttp", "SDK[aiohttp]"
 Call = Callable[[], Awaitable[object]]
 
 
@@ -53,57 +54,83 @@ class Samples:
     cpu: list[float] = field(default_factory=list)  # this process's CPU seconds per call
     server_cpu: list[float] = field(default_factory=list)  # the server process's CPU seconds per call
     connections: list[int] = field(default_factory=list)  # TCP connections the server accepted
-    pooled: list[int] = field(default_factory=list)  # connections the client's httpx pool holds after
+    pooled: list[int] = field(default_factory=list)  # connections the client's pool holds after
 
 
 # ---------------------------------------------------------------------------------------------
 # The clients: each yields an awaitable "one check" function
 
 
+def pinned(concurrency: int) -> httpx2.Limits:
+    """The pool every client gets at ``concurrency``: as many connections as lanes (at most the default)."""
+    size = min(concurrency, DEFAULT_LIMITS.max_connections or concurrency)
+    return httpx2.Limits(
+        max_connections=size, max_keepalive_connections=size, keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry
+    )
+
+
 @contextlib.asynccontextmanager
-async def sdk_client(server: ServerProcess, backend: HttpBackend) -> AsyncIterator[Call]:
-    async with AsyncBillingOS(server.secret_key, api_url=server.url, http_backend=backend) as billing:
+async def sdk_client(
+    server: ServerProcess, backend: HttpBackend, limits: httpx2.Limits = DEFAULT_LIMITS
+) -> AsyncIterator[Call]:
+    async with AsyncBillingOS(
+        server.secret_key, api_url=server.url, http_backend=backend, limits=limits
+    ) as billing:
 
         def call() -> Awaitable[object]:
             return billing.check_entitlement(CUSTOMER, FEATURE)
 
-        if backend == "httpx":
-            call.pool_size = lambda: _pool_size(billing._requester.transport.client)  # type: ignore[attr-defined]
+        transport = billing._requester.transport.backend
+        if backend == "httpx2":
+            call.pool_size = lambda: _pool_size(transport.client)  # type: ignore[attr-defined]
+        else:
+            call.pool_size = lambda: _aiohttp_pool_size(transport.session)  # type: ignore[attr-defined]
         yield call
 
 
 @contextlib.asynccontextmanager
-async def httpx_client(server: ServerProcess) -> AsyncIterator[Call]:
-    """What a user writes with httpx: the same pool size and timeout as the SDK, auth header set once."""
+async def httpx_client(server: ServerProcess, limits: httpx2.Limits = DEFAULT_LIMITS) -> AsyncIterator[Call]:
+    """What a user writes with httpx2: the same pool and timeout as the SDK, auth header set once."""
     headers = {"authorization": f"Bearer {server.secret_key}", "accept": "application/json"}
-    timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0)
-    async with httpx.AsyncClient(
-        base_url=server.url, headers=headers, limits=DEFAULT_LIMITS, timeout=timeout
+    timeout = httpx2.Timeout(DEFAULT_TIMEOUT, connect=5.0)
+    async with httpx2.AsyncClient(
+        base_url=server.url, headers=headers, limits=limits, timeout=timeout
     ) as client:
 
         async def call() -> object:
             response = await client.get(PATH, params=PARAMS)
             if response.status_code != 200:
-                raise RuntimeError(f"raw httpx: HTTP {response.status_code}")
+                raise RuntimeError(f"raw httpx2: HTTP {response.status_code}")
             return json.loads(response.content)
 
         call.pool_size = lambda: _pool_size(client)  # type: ignore[attr-defined]
         yield call
 
 
-def _pool_size(client: httpx.AsyncClient) -> int:
-    """Connections an httpx client's pool holds (httpcore internals; see bench/pool_size.py for why)."""
+def _pool_size(client: httpx2.AsyncClient) -> int:
+    """Connections an httpx2 client's pool holds (httpcore2 internals)."""
     return len(client._transport._pool.connections)  # type: ignore[attr-defined]
 
 
+def _aiohttp_pool_size(session: object) -> int:
+    """Connections an aiohttp session holds: idle ones plus those in use (aiohttp connector internals)."""
+    connector = getattr(session, "connector", None)
+    if connector is None:
+        return 0
+    idle = sum(len(v) for v in connector._conns.values())
+    return idle + len(connector._acquired)
+
+
 @contextlib.asynccontextmanager
-async def aiohttp_client(server: ServerProcess) -> AsyncIterator[Call]:
-    """What a user writes with aiohttp: one ClientSession with the SDK's pool size."""
+async def aiohttp_client(
+    server: ServerProcess, limits: httpx2.Limits = DEFAULT_LIMITS
+) -> AsyncIterator[Call]:
+    """What a user writes with aiohttp: one ClientSession with the same pool size."""
     import aiohttp
 
     headers = {"authorization": f"Bearer {server.secret_key}", "accept": "application/json"}
     connector = aiohttp.TCPConnector(
-        limit=DEFAULT_LIMITS.max_connections or 0, keepalive_timeout=DEFAULT_LIMITS.keepalive_expiry
+        limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry
     )
     async with aiohttp.ClientSession(server.url, headers=headers, connector=connector) as session:
 
@@ -114,26 +141,28 @@ async def aiohttp_client(server: ServerProcess) -> AsyncIterator[Call]:
                     raise RuntimeError(f"raw aiohttp: HTTP {response.status}")
             return json.loads(body)
 
+        call.pool_size = lambda: _aiohttp_pool_size(session)  # type: ignore[attr-defined]
         yield call
 
 
 def aiohttp_installed() -> bool:
     try:
         import aiohttp  # noqa: F401
-        import httpx_aiohttp  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def clients(server: ServerProcess) -> dict[str, contextlib.AbstractAsyncContextManager[Call]]:
+def clients(
+    server: ServerProcess, limits: httpx2.Limits = DEFAULT_LIMITS
+) -> dict[str, contextlib.AbstractAsyncContextManager[Call]]:
     found: dict[str, contextlib.AbstractAsyncContextManager[Call]] = {
-        SDK: sdk_client(server, "httpx"),
-        HTTPX: httpx_client(server),
+        SDK: sdk_client(server, "httpx2", limits),
+        HTTPX: httpx_client(server, limits),
     }
     if aiohttp_installed():
-        found[AIOHTTP] = aiohttp_client(server)
-        found[SDK_AIOHTTP] = sdk_client(server, "aiohttp")
+        found[AIOHTTP] = aiohttp_client(server, limits)
+        found[SDK_AIOHTTP] = sdk_client(server, "aiohttp", limits)
     return found
 
 
@@ -214,15 +243,18 @@ async def _measure_all(
     server: ServerProcess, calls: int, reps: int, keepalive_calls: int, log: Callable[[str], None]
 ) -> Results:
     samples: dict[int, dict[str, Samples]] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        calls_by_name = {name: await stack.enter_async_context(cm) for name, cm in clients(server).items()}
-        names = list(calls_by_name)
-        for name, call in calls_by_name.items():  # the same answer from every client
-            answer = await call()
-            has_access = answer.has_access if hasattr(answer, "has_access") else answer["has_access"]  # type: ignore[index]
-            if has_access is not True:
-                raise RuntimeError(f"{name}: unexpected answer {answer!r}")
-        for concurrency in CONCURRENCY:
+    for concurrency in CONCURRENCY:
+        async with contextlib.AsyncExitStack() as stack:
+            calls_by_name = {
+                name: await stack.enter_async_context(cm)
+                for name, cm in clients(server, pinned(concurrency)).items()
+            }
+            names = list(calls_by_name)
+            for name, call in calls_by_name.items():  # the same answer from every client
+                answer = await call()
+                has_access = answer.has_access if hasattr(answer, "has_access") else answer["has_access"]  # type: ignore[index]
+                if has_access is not True:
+                    raise RuntimeError(f"{name}: unexpected answer {answer!r}")
             level = samples[concurrency] = {name: Samples() for name in names}
             for name in names:  # warm-up: open the pool's connections, unrecorded
                 await drive(calls_by_name[name], min(calls, 4 * concurrency), concurrency)
@@ -250,7 +282,7 @@ def rows_from(results: Results) -> list[Row]:
         if concurrency == 1:
             rows.append(
                 Row.measured(
-                    "c=1 (sequential): SDK / raw httpx, time per call",
+                    "c=1 (sequential): SDK / raw httpx2, time per call",
                     _ratios(sdk.wall, raw.wall),
                     goal=SEQUENTIAL_GOAL,
                 )
@@ -258,14 +290,14 @@ def rows_from(results: Results) -> list[Row]:
         # Throughput ratio = inverse time ratio: the same number of calls in each batch.
         rows.append(
             Row.measured(
-                f"c={concurrency}: SDK throughput / raw httpx",
+                f"c={concurrency}: SDK throughput / raw httpx2",
                 _ratios(raw.wall, sdk.wall),
                 goal=HTTPX_THROUGHPUT_GOAL,
             )
         )
         rows.append(
             Row.measured(
-                f"c={concurrency}: SDK / raw httpx, client CPU per call",
+                f"c={concurrency}: SDK / raw httpx2, client CPU per call",
                 _ratios(sdk.cpu, raw.cpu),
                 note="this process's CPU time: the client's own cost, whatever the server and the machine do",
                 chart=False,
@@ -284,12 +316,12 @@ def rows_from(results: Results) -> list[Row]:
                 Row.measured(
                     f"c={concurrency}: SDK[aiohttp] throughput / raw aiohttp",
                     _ratios(raw_aio.wall, fast.wall),
-                    goal=AIOHTTP_THROUGHPUT_GOAL if concurrency == 256 else None,
+                    goal=AIOHTTP_THROUGHPUT_GOAL,
                 )
             )
             rows.append(
                 Row.measured(
-                    f"c={concurrency}: SDK[aiohttp] throughput / SDK (httpx)",
+                    f"c={concurrency}: SDK[aiohttp] throughput / SDK (httpx2)",
                     _ratios(sdk.wall, fast.wall),
                     chart=False,
                 )
@@ -301,7 +333,7 @@ def rows_from(results: Results) -> list[Row]:
                 f"{fmt(statistics.median(s.connections))} connections opened per {results.calls} calls"
             )
             if s.pooled:
-                note += f", {fmt(statistics.median(s.pooled))} held by the pool"
+                note += f", pool of {fmt(statistics.median(s.pooled))} (pinned at {pinned(concurrency).max_connections})"
             rows.append(
                 Row.measured(
                     f"c={concurrency}: {name}, per call", [w * 1e6 for w in s.wall], unit="µs", note=note
@@ -330,7 +362,7 @@ def rows_from(results: Results) -> list[Row]:
     if AIOHTTP not in results.samples[CONCURRENCY[0]]:
         rows.append(
             Row.skipped(
-                "c=256: SDK[aiohttp] throughput / raw aiohttp",
+                "SDK[aiohttp] throughput / raw aiohttp",
                 "aiohttp backend not installed: pip install 'billingos[aiohttp]'",
                 goal=AIOHTTP_THROUGHPUT_GOAL,
             )
@@ -341,13 +373,12 @@ def rows_from(results: Results) -> list[Row]:
 def run(ctx: Context) -> list[Row]:
     """The SDK's ``check_entitlement`` over loopback against the embedded server (``FakeBillingOS``, rate
     limits off, seeded) running under uvicorn in a process of its own, next to the same GET written with
-    raw ``httpx.AsyncClient`` and raw ``aiohttp.ClientSession``, and the SDK with ``http_backend="aiohttp"``.
-    Every client has the SDK's pool limits (100 connections, all kept alive when idle). For the two httpx
-    clients the per-call rows also note how many connections the pool holds: httpcore 1.0.9 rescans every
-    connection for each waiting request on every pool change, so its cost per call follows that number, and
-    on this CPU-bound loopback the SDK's task-per-exchange (cancellation safety) lets its pool grow larger
-    than raw httpx's at some concurrencies (``python -m bench.pool_size`` shows it alone). At each concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous
-    one ends) every client makes the same fixed number of calls per batch; the clients take turns
+    raw ``httpx2.AsyncClient`` and raw ``aiohttp.ClientSession``, and the SDK with ``http_backend="aiohttp"``.
+    At each concurrency every client is built anew with the same pinned pool, ``max_connections =
+    min(concurrency, 100)``, all kept alive when idle, and the per-call rows note the pool size each client
+    ended with, so a ratio compares the clients, not their pools (with httpx 0.28 the pool size after a burst
+    was luck, 16 to 80 connections, and httpcore 1.0.9's cost per call grew with its square). At each
+    concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous one ends) every client makes the same fixed number of calls per batch; the clients take turns
     (A B C D, B C D A, ...) and each figure is the median over the repetitions of the per-repetition ratio,
     with its range as the spread. The server counts the TCP connections it accepts, so keep-alive is
     checked server-side: a fresh client making sequential calls must open exactly one. Per-call rows note
@@ -403,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ctx = Context(mode="smoke" if args.smoke else "quick" if args.quick else "full")
     if args.profile:
-        backends: list[HttpBackend] = ["httpx", "aiohttp"] if aiohttp_installed() else ["httpx"]
+        backends: list[HttpBackend] = ["httpx2", "aiohttp"] if aiohttp_installed() else ["httpx2"]
         profile(backends, ctx.pick(full=4000, quick=1000, smoke=50))
         return 0
     started = time.perf_counter()

@@ -44,14 +44,14 @@ def _calls_child(step: int, checkpoints: int) -> dict[str, list[float]]:
 
 def _clients_child(kind: str, n: int) -> dict[str, float]:
     """Per-client RSS, traced memory and creation time of ``n`` more clients after a first one."""
-    import httpx
+    import httpx2
 
     from billingos import AsyncBillingOS
 
     from .overhead import SECRET_KEY
 
     def make() -> Any:
-        return AsyncBillingOS(SECRET_KEY) if kind == "sdk" else httpx.AsyncClient()
+        return AsyncBillingOS(SECRET_KEY) if kind == "sdk" else httpx2.AsyncClient()
 
     keep = [make()]  # the first one pays for one-time set-up (imports, the shared TLS context)
     gc.collect()
@@ -123,9 +123,9 @@ def _client_rows(ctx: Context) -> list[Row]:
             note=f"traced by tracemalloc {kb('sdk', 'traced')}; created in {ms('sdk')}",
         ),
         Row.measured(
-            "one AsyncBillingOS / one default httpx.AsyncClient, RSS",
+            "one AsyncBillingOS / one default httpx2.AsyncClient, RSS",
             ratios(series("sdk", "rss"), series("raw", "rss")),
-            note=f"httpx.AsyncClient(): RSS {kb('raw', 'rss')}, traced {kb('raw', 'traced')}, created in "
+            note=f"httpx2.AsyncClient(): RSS {kb('raw', 'rss')}, traced {kb('raw', 'traced')}, created in "
             f"{ms('raw')}: its own TLS context, which every AsyncBillingOS shares",
         ),
     ]
@@ -137,7 +137,7 @@ def run(ctx: Context) -> list[Row]:
     (goal < 1 B/call, i.e. no growth; the spread is the same figure for each 20 000-call segment), with
     the count of allocated Python blocks as a finer check. Cost of one client: the RSS (and the memory
     tracemalloc sees) of creating 100 more ``AsyncBillingOS`` after a first one, against 100 default
-    ``httpx.AsyncClient`` (most of whose cost is an OpenSSL context, invisible to tracemalloc)."""
+    ``httpx2.AsyncClient`` (most of whose cost is an OpenSSL context, invisible to tracemalloc)."""
     return _flat_rows(ctx) + _client_rows(ctx)
 
 

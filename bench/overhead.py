@@ -1,9 +1,9 @@
-"""Scenarios 1 and 2: what the SDK costs per call on top of the raw httpx code a user would write instead.
+"""Scenarios 1 and 2: what the SDK costs per call on top of the raw httpx2 code a user would write instead.
 
-Both sides run over the same in-process ``httpx.MockTransport`` answering a canned response (no network,
-no server), so the figure is the client's own work: building the request, sending it through httpx,
+Both sides run over the same in-process ``httpx2.MockTransport`` answering a canned response (no network,
+no server), so the figure is the client's own work: building the request, sending it through httpx2,
 decoding JSON and building the same frozen attrs model. The raw side is what a careful user would write
-by hand: ``httpx.AsyncClient`` with the auth header set once, ``json.loads``, the model built field by
+by hand: ``httpx2.AsyncClient`` with the auth header set once, ``json.loads``, the model built field by
 field. The SDK side is the public call (``check_entitlement``, ``usage.track``, ``customers.list().page``)
 with its default settings (retries on, request ids, validation).
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 
 from billingos import (
     AsyncBillingOS,
@@ -91,43 +91,43 @@ _CANNED = {
 }
 
 
-def canned(request: httpx.Request) -> httpx.Response:
+def canned(request: httpx2.Request) -> httpx2.Response:
     """The canned answer to ``request``, by path: what both sides of every comparison receive."""
     status, body = _CANNED[request.url.path]
-    return httpx.Response(
+    return httpx2.Response(
         status,
         headers={"content-type": "application/json", "x-request-id": "req_0123456789abcdef01234567"},
         content=body,
     )
 
 
-def canned_transport() -> httpx.MockTransport:
-    return httpx.MockTransport(canned)
+def canned_transport() -> httpx2.MockTransport:
+    return httpx2.MockTransport(canned)
 
 
 def sdk_client() -> AsyncBillingOS:
     """An ``AsyncBillingOS`` with default settings, over the canned transport."""
     return AsyncBillingOS(
-        SECRET_KEY, api_url=API_URL, http_client=httpx.AsyncClient(transport=canned_transport())
+        SECRET_KEY, api_url=API_URL, http_client=httpx2.AsyncClient(transport=canned_transport())
     )
 
 
-def raw_client() -> httpx.AsyncClient:
-    """The raw side: an ``httpx.AsyncClient`` with the headers a user would set once."""
-    return httpx.AsyncClient(transport=canned_transport(), headers=RAW_HEADERS)
+def raw_client() -> httpx2.AsyncClient:
+    """The raw side: an ``httpx2.AsyncClient`` with the headers a user would set once."""
+    return httpx2.AsyncClient(transport=canned_transport(), headers=RAW_HEADERS)
 
 
 RAW_HEADERS = {"authorization": f"Bearer {SECRET_KEY}", "accept": "application/json"}
 
 # ---------------------------------------------------------------------------------------------
-# The raw calls: bare httpx + json.loads + the same attrs models, built by hand
+# The raw calls: bare httpx2 + json.loads + the same attrs models, built by hand
 
 
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _float(value: Any) -> float | None:
@@ -148,7 +148,7 @@ def entitlement_from(data: dict[str, Any]) -> Entitlement:
     )
 
 
-async def raw_check(client: httpx.AsyncClient, customer_id: str, feature_key: str) -> Entitlement:
+async def raw_check(client: httpx2.AsyncClient, customer_id: str, feature_key: str) -> Entitlement:
     response = await client.get(
         f"{API_URL}/v1/usage/check", params={"customer_id": customer_id, "feature_key": feature_key}
     )
@@ -158,7 +158,7 @@ async def raw_check(client: httpx.AsyncClient, customer_id: str, feature_key: st
 
 
 async def raw_track(
-    client: httpx.AsyncClient, customer_id: str, feature_key: str, quantity: float = 1
+    client: httpx2.AsyncClient, customer_id: str, feature_key: str, quantity: float = 1
 ) -> UsageRecord:
     key = str(uuid.uuid4())
     body = {
@@ -211,7 +211,7 @@ def _customer_from(item: dict[str, Any]) -> Customer:
     )
 
 
-async def raw_list_page(client: httpx.AsyncClient, limit: int = 100, page: int = 1) -> Page[Customer]:
+async def raw_list_page(client: httpx2.AsyncClient, limit: int = 100, page: int = 1) -> Page[Customer]:
     response = await client.get(f"{API_URL}/customers", params={"limit": limit, "page": page})
     if response.status_code != 200:
         raise RuntimeError(response.status_code)
@@ -259,7 +259,7 @@ async def _check_rows(ctx: Context) -> list[Row]:
         rows = [
             await _compare(
                 ctx,
-                "check_entitlement: SDK / raw httpx",
+                "check_entitlement: SDK / raw httpx2",
                 lambda: billing.check_entitlement("user_42", "api_calls"),
                 lambda: raw_check(raw, "user_42", "api_calls"),
                 n,
@@ -321,14 +321,14 @@ async def _track_list_rows(ctx: Context) -> list[Row]:
         return [
             await _compare(
                 ctx,
-                "usage.track: SDK / raw httpx",
+                "usage.track: SDK / raw httpx2",
                 lambda: billing.usage.track("user_42", "api_calls", 1),
                 lambda: raw_track(raw, "user_42", "api_calls", 1),
                 n_track,
             ),
             await _compare(
                 ctx,
-                "customers.list page of 100: SDK / raw httpx",
+                "customers.list page of 100: SDK / raw httpx2",
                 lambda: billing.customers.list(limit=100).page(1),
                 lambda: raw_list_page(raw),
                 n_list,
@@ -337,7 +337,7 @@ async def _track_list_rows(ctx: Context) -> list[Row]:
 
 
 def run_check(ctx: Context) -> list[Row]:
-    """1. ``check_entitlement`` through ``AsyncBillingOS`` vs bare httpx + ``json.loads`` + ``Entitlement``
+    """1. ``check_entitlement`` through ``AsyncBillingOS`` vs bare httpx2 + ``json.loads`` + ``Entitlement``
     by hand, over one canned in-process transport (goal SDK / raw ≤ 1.25); openai-python's
     ``models.retrieve`` vs its raw client on the same kind of transport, as a peer reference."""
     return asyncio.run(_check_rows(ctx))

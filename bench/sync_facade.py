@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 
 from billingos import BillingOS
 
@@ -23,7 +23,9 @@ THREADS = 8
 
 
 def _sync_sdk() -> BillingOS:
-    return BillingOS(SECRET_KEY, api_url=API_URL, http_client=httpx.AsyncClient(transport=canned_transport()))
+    return BillingOS(
+        SECRET_KEY, api_url=API_URL, http_client=httpx2.AsyncClient(transport=canned_transport())
+    )
 
 
 def _threaded(work: Callable[[int], None], threads: int) -> float:
@@ -106,7 +108,7 @@ async def _noop() -> None:
 
 def _threads_row(ctx: Context) -> Row:
     n = ctx.pick(300, 100, 5)  # calls per thread
-    clients = [httpx.Client(transport=canned_transport(), headers=RAW_HEADERS) for _ in range(THREADS)]
+    clients = [httpx2.Client(transport=canned_transport(), headers=RAW_HEADERS) for _ in range(THREADS)]
 
     def raw(index: int) -> None:
         client = clients[index]
@@ -134,7 +136,7 @@ def _threads_row(ctx: Context) -> Row:
     calls = THREADS * n
     # Throughput ratio = (calls / sdk wall) / (calls / raw wall) = raw wall / sdk wall.
     return Row.measured(
-        f"{THREADS} threads: one shared BillingOS / a sync httpx.Client each, throughput",
+        f"{THREADS} threads: one shared BillingOS / a sync httpx2.Client each, throughput",
         ratios(walls["raw"], walls["sdk"]),
         note=f"best: SDK {fmt(calls / min(walls['sdk']))} calls/s, raw {fmt(calls / min(walls['raw']))} calls/s",
     )
@@ -144,6 +146,6 @@ def run(ctx: Context) -> list[Row]:
     """5. ``BillingOS.check_entitlement`` (the blocking facade: a hop to its event-loop thread and back)
     vs ``await AsyncBillingOS.check_entitlement`` on the same canned transport, per call (goal ≤ 1.5×);
     and the throughput of 8 threads sharing one ``BillingOS`` vs 8 threads each with its own
-    ``httpx.Client`` doing the raw GET + ``json.loads`` + ``Entitlement`` (reported, no goal; above 1 the
+    ``httpx2.Client`` doing the raw GET + ``json.loads`` + ``Entitlement`` (reported, no goal; above 1 the
     SDK is faster)."""
     return [*_per_call_rows(ctx), _threads_row(ctx)]

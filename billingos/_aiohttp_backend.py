@@ -1,79 +1,101 @@
-"""``http_backend="aiohttp"``: the SDK's ``httpx.AsyncClient`` over aiohttp (extra ``billingos[aiohttp]``).
+"""``http_backend="aiohttp"``: the SDK's requests sent by an ``aiohttp.ClientSession``.
 
-Stock httpx is the bottleneck under concurrency: httpcore's pool re-checks every connection's socket
-whenever a request starts or ends, so on loopback a call costs 1-2 ms of CPU at 16-256 concurrent calls,
-against ~0.4 ms through the SDK on aiohttp (``python -m bench.loopback``, docs/performance.md, scenario 3).
-``httpx-aiohttp`` provides an httpx transport that sends through an ``aiohttp.ClientSession``; the SDK
-keeps its ``httpx.AsyncClient``, so requests, responses, retries, error mapping and the cancellation
-guarantee of ``_exchange`` are the same code on both backends.
+The request path hands this backend a plain method, URL, headers, body and timeout, and gets back the
+status, headers and body; nothing of httpx2 sits in between (no Request or Response objects, no stream
+wrappers, no cookie jar, no task). Decoding, error mapping and retries are the shared code of
+:mod:`billingos._http`, so both backends behave the same.
 
-What this module adds around ``httpx_aiohttp.AiohttpTransport``:
+What this module decides:
 
-- the session is built here, on the first request (aiohttp needs the running loop): the SDK's pool size
-  (``limits.max_connections``, total, like httpx), keep-alive expiry and shared TLS context; no cookie jar
-  (httpx keeps cookies) and ``trust_env=False`` (with it, aiohttp makes two thread hops per request to
-  look up netrc and proxies); the environment's proxy for ``api_url`` is resolved once instead, as httpx
-  does when the client is created;
+- the session is built on the first request (aiohttp needs the running loop), with the SDK's pool size
+  (``limits.max_connections``, total, like httpx2), keep-alive expiry and shared TLS context; no cookie
+  jar and ``trust_env=False`` (with it, aiohttp makes two thread hops per request to look up netrc and
+  proxies); the environment's proxy for ``api_url`` is resolved once instead, when the client is built,
+  as httpx2 does;
 - aiohttp's own resend of a GET/DELETE on a dropped connection is off: retries are the SDK's;
-- aiohttp's errors map to the httpx exceptions httpx itself raises in the same situation.
-  httpx-aiohttp 0.2 maps every ``ClientConnectionError`` to ``ConnectTimeout``: a refused connection would
-  read as a timeout, and a connection reset after the request was sent as "never sent", which would make
-  the SDK retry a POST that may have run. Here a refused connection is ``ConnectError``, a disconnect
-  ``RemoteProtocolError``, a reset ``ReadError``, and only a connect/pool timeout ``ConnectTimeout``.
+- aiohttp's errors map to the SDK's, with the same "may the request have reached the server?" answer
+  httpx2 gives: a refused connection or a connect/pool timeout was never sent; a disconnect, a reset or
+  a read timeout may have been.
 
-Not carried over from httpx: ``limits.max_keepalive_connections`` (aiohttp keeps every idle connection
+Not carried over from httpx2: ``limits.max_keepalive_connections`` (aiohttp keeps every idle connection
 until ``keepalive_expiry``) and the write timeout (aiohttp has none). aiohttp runs on asyncio only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
+import httpx2
+from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, CIMultiDictProxy  # an aiohttp dependency
+from yarl import URL  # an aiohttp dependency
 
 from ._config import Settings
-from ._errors import ValidationError
+from ._errors import BillingOSError, ValidationError
+from ._transport import decode_error, network_error
 
-__all__ = ["new_aiohttp_client"]
-
-
-def new_aiohttp_client(settings: Settings, ssl_context: ssl.SSLContext) -> httpx.AsyncClient:
-    """The SDK's pooled ``httpx.AsyncClient`` for ``settings``, sending through aiohttp."""
-    transport = AiohttpBackend(settings.limits, ssl_context, _environment_proxy(settings.api_url))
-    # limits/verify are the transport's business; the timeout is httpx's (it travels in each request).
-    return httpx.AsyncClient(transport=transport, timeout=settings.timeout)
+__all__ = ["AiohttpBackend"]
 
 
-class AiohttpBackend(httpx.AsyncBaseTransport):
-    """``AiohttpTransport`` with the SDK's pool settings and httpx's own exception types."""
+class _Reply:
+    """Status, headers and the whole body of one aiohttp response."""
 
-    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext, proxy: httpx.Proxy | None) -> None:
-        self._limits = limits
+    __slots__ = ("content", "headers", "reason_phrase", "status_code")
+
+    def __init__(self, status_code: int, headers: CIMultiDictProxy[str], content: bytes, reason: str) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+        self.reason_phrase = reason
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(raw: str) -> URL:
+    """Parsed once per distinct URL; the request path has percent-encoded it already."""
+    return URL(raw, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
+    # connect: waiting for a pooled connection plus connecting (httpx2's pool + connect phases);
+    # sock_connect: the TCP/TLS connect itself; sock_read: the longest silence while reading.
+    total_connect = None if connect is None and pool is None else (connect or 0) + (pool or 0)
+    return aiohttp.ClientTimeout(total=None, connect=total_connect, sock_connect=connect, sock_read=read)
+
+
+class AiohttpBackend:
+    """Sends through one ``aiohttp.ClientSession``, created on the first request."""
+
+    __slots__ = ("_limits", "_proxy", "_ssl_context", "default_headers", "session")
+
+    def __init__(self, settings: Settings, ssl_context: ssl.SSLContext) -> None:
+        self._limits = settings.limits
         self._ssl_context = ssl_context
+        self._proxy = _environment_proxy(settings.api_url)
+        self.default_headers = httpx2.Headers()
         self.session: aiohttp.ClientSession | None = None
         """The aiohttp session, once the first request has created it."""
-        self._inner = AiohttpTransport(
-            verify=ssl_context, limits=limits, proxy=proxy, client=self._new_session
-        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.session is not None and self.session.closed
 
     def _new_session(self) -> aiohttp.ClientSession:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             raise ValidationError(
-                "http_backend='aiohttp' runs on asyncio only; use the default http_backend='httpx' "
+                "http_backend='aiohttp' runs on asyncio only; use the default http_backend='httpx2' "
                 "with trio.",
                 code="invalid_argument",
             ) from None
         connector = aiohttp.TCPConnector(
-            limit=self._limits.max_connections or 0,  # 0: no limit, as httpx's None
-            keepalive_timeout=self._limits.keepalive_expiry,  # None: never expire, as in httpx
+            limit=self._limits.max_connections or 0,  # 0: no limit, as httpx2's None
+            keepalive_timeout=self._limits.keepalive_expiry,  # None: never expire, as in httpx2
             ssl=self._ssl_context,
         )
         session = aiohttp.ClientSession(
@@ -88,63 +110,40 @@ class AiohttpBackend(httpx.AsyncBaseTransport):
         self.session = session
         return session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(
+        self, method: str, url: str, headers: httpx2.Headers, content: bytes | None, timeouts: httpx2.Timeout
+    ) -> _Reply:
+        session = self.session
+        if session is None:
+            session = self._new_session()
+        elif session.closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         try:
-            response = await self._inner.handle_async_request(request)
-        except Exception as exc:
-            error = _httpx_error(exc, request)
-            if error is exc:
-                raise
-            raise error from _cause(exc)
-        response.stream = _BodyStream(response.stream, request)
-        return response
+            async with session.request(
+                method,
+                _url(url),
+                headers=headers,
+                data=content,
+                timeout=_client_timeout(timeouts.connect, timeouts.read, timeouts.pool),
+                allow_redirects=False,
+                proxy=self._proxy,
+            ) as response:
+                body = await response.read()
+                return _Reply(response.status, response.headers, body, response.reason or "")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            _redact(exc)
+            raise _aiohttp_error(exc) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _BodyStream(httpx.AsyncByteStream):
-    """The response body; a failure while reading it is mapped as in ``handle_async_request``."""
-
-    def __init__(self, inner: httpx.AsyncByteStream | httpx.SyncByteStream, request: httpx.Request) -> None:
-        assert isinstance(inner, httpx.AsyncByteStream)
-        self._inner = inner
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except Exception as exc:
-            error = _httpx_error(exc, self._request)
-            if error is exc:
-                raise
-            raise error from _cause(exc)
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        except Exception as exc:
-            error = _httpx_error(exc, self._request)
-            if error is exc:
-                raise
-            raise error from _cause(exc)
-
-
-def _cause(exc: Exception) -> BaseException:
-    """The aiohttp exception behind ``exc``: httpx-aiohttp raises its own mapping ``from`` the original."""
-    if isinstance(exc, httpx.HTTPError) and isinstance(
-        exc.__cause__, (aiohttp.ClientError, asyncio.TimeoutError)
-    ):
-        return exc.__cause__
-    return exc
+        if self.session is not None:
+            await self.session.close()
 
 
 def _redact(error: BaseException) -> None:
     """Mask the key in an aiohttp response error before the SDK chains it to its own exception.
 
     aiohttp keeps the request's headers (``Authorization: Bearer sk_…``, raw) in a
-    ``ClientResponseError``'s ``request_info``, which its ``repr()`` shows; httpx's own headers mask it.
+    ``ClientResponseError``'s ``request_info``, which its ``repr()`` shows; httpx2's own headers mask it.
     """
     if isinstance(error, aiohttp.ClientResponseError) and error.request_info is not None:
         info = error.request_info
@@ -156,45 +155,41 @@ def _redact(error: BaseException) -> None:
             )
 
 
-def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
-    """The httpx exception httpx would raise for the aiohttp failure behind ``exc`` (else ``exc`` itself).
-
-    The SDK reads two things from it (``_http._network_error``): timeout or not, and whether the request
-    may have reached the server (only ``ConnectError``, ``ConnectTimeout`` and ``PoolTimeout`` say no).
-    """
-    original = _cause(exc)
-    _redact(original)
-    message = str(original) or type(original).__name__
-    error: httpx.RequestError
-    if isinstance(original, aiohttp.ConnectionTimeoutError):
-        error = httpx.ConnectTimeout(message, request=request)  # connecting, or waiting for the pool
-    elif isinstance(original, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        error = httpx.ReadTimeout(message, request=request)
-    elif isinstance(original, aiohttp.ClientConnectorError):
-        error = httpx.ConnectError(message, request=request)  # refused, DNS, TLS handshake, proxy connect
-    elif isinstance(original, aiohttp.ServerDisconnectedError):
-        error = httpx.RemoteProtocolError(message, request=request)
-    elif isinstance(original, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
-        error = httpx.ReadError(message, request=request)  # reset or cut short after sending
-    elif isinstance(original, aiohttp.ClientHttpProxyError):
-        error = httpx.ProxyError(message, request=request)
-    elif isinstance(original, aiohttp.ClientResponseError):
-        error = httpx.RemoteProtocolError(message, request=request)  # not valid HTTP
-    elif isinstance(exc, httpx.HTTPError) or not isinstance(original, aiohttp.ClientError):
-        return exc  # already an httpx error (e.g. UnsupportedProtocol), or not aiohttp's: unchanged
-    else:
-        error = httpx.TransportError(message, request=request)
-    return error
+def _aiohttp_error(exc: Exception) -> BillingOSError:
+    """The SDK's error for an aiohttp failure, with httpx2's answer to "may it have been sent?"."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for the pool
+        return network_error(detail, maybe_sent=False, timeout_phase="connect")
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return network_error(detail, maybe_sent=True, timeout_phase="read")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy connect
+        return network_error(detail, maybe_sent=False)
+    if isinstance(exc, aiohttp.ClientPayloadError) and _caused_by(exc, ContentEncodingError):
+        return decode_error(detail)  # e.g. a body that says gzip and is not
+    # A disconnect, a reset or a body cut short after sending, a proxy's refusal, invalid HTTP: the
+    # request may have run.
+    return network_error(detail, maybe_sent=True)
 
 
-def _environment_proxy(api_url: str) -> httpx.Proxy | None:
+def _caused_by(exc: BaseException, cls: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, cls):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _environment_proxy(api_url: str) -> str | None:
     """The proxy for ``api_url`` from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY``.
 
-    Read once, when the client is created, like httpx's ``trust_env``.
+    Read once, when the client is created, like httpx2's ``trust_env``.
     """
-    url = httpx.URL(api_url)
+    url = httpx2.URL(api_url)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(url.host):
         return None
-    return httpx.Proxy(proxy if "://" in proxy else f"http://{proxy}")
+    return proxy if "://" in proxy else f"http://{proxy}"

@@ -37,14 +37,14 @@ import attrs
 
 from . import _validate as check
 from ._errors import NetworkError, RateLimitError, ServerError, ValidationError
-from ._exchange import _running_asyncio_loop
 from ._logs import logger
+from ._loops import running_asyncio_loop
 from ._models import Entitlement, EntitlementReason, FeatureType, UsageRecord
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _exchange
+    from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _loops
 
 __all__ = ["CacheStats", "EntitlementCache", "OnUnavailable"]
 
@@ -241,7 +241,7 @@ class EntitlementCache:
             ent = await cache.get_or_fetch("user_42", "sso", lambda: fetch_from_somewhere())
         """
         key = (customer_id, feature_key)
-        loop = _running_asyncio_loop()
+        loop = running_asyncio_loop()
         fkey: _FlightKey = (customer_id, feature_key, loop if loop is not None else threading.get_ident())
         first_try = True
         while True:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-import httpx
+import httpx2
 
 from . import _logs
 from ._config import (
@@ -26,7 +26,7 @@ from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from ._cache import EntitlementCache
     from ._recorder import RecorderOptions, UsageRecorder
@@ -66,10 +66,10 @@ class AsyncBillingOS:
     Args:
         secret_key: ``sk_test_…`` or ``sk_live_…``; default ``$BILLINGOS_SECRET_KEY``.
         api_url: default ``$BILLINGOS_API_URL``, else the sandbox or live URL the key's prefix implies.
-        timeout: seconds (connect phase 5 s) or an :class:`httpx.Timeout`, per attempt. Default 30.
+        timeout: seconds (connect phase 5 s) or an :class:`httpx2.Timeout`, per attempt. Default 30.
         max_retries: retries after the first attempt, when a retry is safe. Default 3; 0 disables.
-        limits: connection-pool limits of the SDK's own ``httpx.AsyncClient``.
-        http_client: your own ``httpx.AsyncClient`` (proxies, custom TLS, a test transport). The SDK
+        limits: connection-pool limits of the SDK's own ``httpx2.AsyncClient``.
+        http_client: your own ``httpx2.AsyncClient`` (proxies, custom TLS, a test transport). The SDK
             uses it as is and never closes it; ``timeout`` still applies per request.
         retry_policy: backoff settings (see :class:`RetryPolicy`).
         entitlement_cache: an :class:`EntitlementCache` that ``entitlements.check`` (and
@@ -106,8 +106,8 @@ class AsyncBillingOS:
         api_url: str | None = None,
         timeout: TimeoutTypes | None = DEFAULT_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        limits: httpx.Limits | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        limits: httpx2.Limits | None = None,
+        http_client: httpx2.AsyncClient | None = None,
         retry_policy: RetryPolicy | None = None,
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
@@ -122,7 +122,7 @@ class AsyncBillingOS:
     def _from_settings(
         cls,
         settings: Settings,
-        http_client: httpx.AsyncClient | None,
+        http_client: httpx2.AsyncClient | None,
         retry_policy: RetryPolicy | None,
         entitlement_cache: EntitlementCache | None = None,
     ) -> AsyncBillingOS:
@@ -134,7 +134,7 @@ class AsyncBillingOS:
     def _init_from(
         self,
         settings: Settings,
-        http_client: httpx.AsyncClient | None,
+        http_client: httpx2.AsyncClient | None,
         retry_policy: RetryPolicy | None,
         entitlement_cache: EntitlementCache | None,
     ) -> None:
@@ -143,9 +143,9 @@ class AsyncBillingOS:
                 f"entitlement_cache must be an EntitlementCache, not {type(entitlement_cache).__name__}.",
                 code="invalid_argument",
             )
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        if http_client is not None and not isinstance(http_client, httpx2.AsyncClient):
             raise ValidationError(
-                f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.",
+                f"http_client must be an httpx2.AsyncClient, not {type(http_client).__name__}.",
                 code="invalid_argument",
             )
         _logs.setup_from_env()
@@ -185,7 +185,7 @@ class AsyncBillingOS:
         return self._requester.settings.api_url
 
     @property
-    def timeout(self) -> httpx.Timeout:
+    def timeout(self) -> httpx2.Timeout:
         """The per-attempt timeout."""
         return self._requester.settings.timeout
 

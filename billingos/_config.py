@@ -10,15 +10,16 @@ from collections.abc import Mapping
 from typing import Literal
 
 import attrs
-import httpx
+import httpx2
 
 from ._errors import ValidationError
 from ._validate import shown
 
 Environment = Literal["test", "live"]
-TimeoutTypes = float | int | httpx.Timeout
-HttpBackend = Literal["httpx", "aiohttp"]
-"""What carries the SDK's requests: stock httpx, or httpx over aiohttp (the ``billingos[aiohttp]`` extra)."""
+TimeoutTypes = float | int | httpx2.Timeout
+HttpBackend = Literal["httpx2", "aiohttp"]
+"""What carries the SDK's requests: httpx2 (the default), or aiohttp (the ``billingos[aiohttp]`` extra).
+``"httpx"`` is accepted as another name for ``"httpx2"``."""
 
 SANDBOX_URL = "https://sandbox-api.billingos.dev"
 LIVE_URL = "https://api.billingos.dev"
@@ -27,7 +28,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 3
 # keep-alive = max: httpcore 1.0.9 counts *all* pooled connections against max_keepalive_connections,
 # so a lower value closes every connection as it goes idle under load (one new connection per call).
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
+DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
 
 _PREFIXES: Mapping[str, Environment] = {"sk_test_": "test", "sk_live_": "live"}
 
@@ -75,10 +76,10 @@ class Settings:
     secret_key: SecretKey
     api_url: str
     environment: Environment
-    timeout: httpx.Timeout
+    timeout: httpx2.Timeout
     max_retries: int
-    limits: httpx.Limits = DEFAULT_LIMITS
-    http_backend: HttpBackend = "httpx"
+    limits: httpx2.Limits = DEFAULT_LIMITS
+    http_backend: HttpBackend = "httpx2"
 
 
 def resolve(
@@ -86,7 +87,7 @@ def resolve(
     api_url: str | None,
     timeout: TimeoutTypes | None,
     max_retries: int | None,
-    limits: httpx.Limits | None,
+    limits: httpx2.Limits | None,
     env: Mapping[str, str] | None = None,
     http_backend: str | None = None,
 ) -> Settings:
@@ -110,7 +111,7 @@ def _resolve(
     api_url: str | None,
     timeout: TimeoutTypes | None,
     max_retries: int | None,
-    limits: httpx.Limits | None,
+    limits: httpx2.Limits | None,
     env: Mapping[str, str] | None,
     http_backend: str | None,
 ) -> Settings:
@@ -169,8 +170,8 @@ def check_url(url: str, environment: Environment, env: Mapping[str, str] | None 
     if not isinstance(url, str) or not url.strip():
         raise ValidationError("api_url must be a non-empty URL string.", code="invalid_argument")
     try:
-        parsed = httpx.URL(url.strip())
-    except (httpx.InvalidURL, TypeError) as exc:
+        parsed = httpx2.URL(url.strip())
+    except (httpx2.InvalidURL, TypeError) as exc:
         raise ValidationError(f"api_url is not a valid URL: {exc}", code="invalid_argument") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValidationError(
@@ -230,24 +231,24 @@ def _proxied(host: str, env: Mapping[str, str] | None) -> bool:
     return "*" not in bypass and host.lower().strip("[]") not in bypass
 
 
-def check_timeout(timeout: TimeoutTypes | None) -> httpx.Timeout:
-    """Seconds or an :class:`httpx.Timeout`; positive and finite. The connect phase defaults to 5 s."""
+def check_timeout(timeout: TimeoutTypes | None) -> httpx2.Timeout:
+    """Seconds or an :class:`httpx2.Timeout`; positive and finite. The connect phase defaults to 5 s."""
     if timeout is None:
         timeout = DEFAULT_TIMEOUT
-    if isinstance(timeout, httpx.Timeout):
+    if isinstance(timeout, httpx2.Timeout):
         for phase in ("connect", "read", "write", "pool"):
             value = getattr(timeout, phase)
             if value is not None:
                 _positive(f"timeout.{phase}", value)
         return timeout
     seconds = _positive("timeout", timeout)
-    return httpx.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
+    return httpx2.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
 
 
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
-            f"{name} must be a number of seconds or an httpx.Timeout, not {type(value).__name__}.",
+            f"{name} must be a number of seconds or an httpx2.Timeout, not {type(value).__name__}.",
             code="invalid_argument",
         )
     try:
@@ -276,32 +277,59 @@ def check_max_retries(max_retries: int | None) -> int:
 
 AIOHTTP_MISSING = (
     "http_backend='aiohttp' needs the optional aiohttp backend: pip install 'billingos[aiohttp]' "
-    "(it installs httpx-aiohttp and aiohttp)."
+    "(it installs aiohttp)."
 )
 
 
 def check_http_backend(http_backend: str | None) -> HttpBackend:
-    """``"httpx"`` (the default) or ``"aiohttp"``, whose packages must be installed."""
-    if http_backend is None or http_backend == "httpx":
-        return "httpx"
+    """``"httpx2"`` (the default; ``"httpx"`` names it too) or ``"aiohttp"``, which must be installed."""
+    if http_backend is None or http_backend in ("httpx2", "httpx"):
+        return "httpx2"
     if http_backend != "aiohttp":
         raise ValidationError(
-            f"http_backend must be 'httpx' or 'aiohttp', got {http_backend!r}.", code="invalid_argument"
+            f"http_backend must be 'httpx2' or 'aiohttp', got {http_backend!r}.", code="invalid_argument"
         )
     # find_spec, not an import: refuse at construction without paying aiohttp's import time here.
-    if any(importlib.util.find_spec(name) is None for name in ("httpx_aiohttp", "aiohttp")):
+    if importlib.util.find_spec("aiohttp") is None:
         raise ValidationError(AIOHTTP_MISSING, code="invalid_argument")
     return "aiohttp"
 
 
-def check_backend_and_client(settings: Settings, http_client: object) -> None:
-    """Refuse ``http_backend="aiohttp"`` together with ``http_client=``: the backend *is* the client."""
-    if http_client is not None and settings.http_backend != "httpx":
+def check_http_client(settings: Settings, http_client: object) -> None:
+    """Refuse an ``http_client=`` the SDK cannot send through, saying what to pass instead.
+
+    It must be an ``httpx2.AsyncClient`` (the SDK awaits it on an event loop). A client of the old
+    ``httpx`` package, a blocking ``httpx2.Client``, or anything else is refused, and so is
+    ``http_backend="aiohttp"`` together with a client: that backend *is* the client.
+    """
+    if http_client is None:
+        return
+    if settings.http_backend != "httpx2":
         raise ValidationError(
             f"http_backend={settings.http_backend!r} makes the SDK build its own HTTP client; it cannot be "
             "combined with http_client=. Pass one or the other.",
             code="invalid_argument",
         )
+    if isinstance(http_client, httpx2.AsyncClient):
+        return
+    cls = type(http_client)
+    name = f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
+    if name == "httpx.AsyncClient" or name == "httpx.Client":
+        hint = (
+            f"http_client= takes an httpx2.AsyncClient, not an {name} of the old httpx package: the SDK "
+            "sends through httpx2 (its maintained continuation, same API). Build it the same way with "
+            "`import httpx2` and `httpx2.AsyncClient(...)`, e.g. "
+            "http_client=httpx2.AsyncClient(proxy=..., verify=...)."
+        )
+    elif name == "httpx2.Client":
+        hint = (
+            "http_client= takes an httpx2.AsyncClient, not the blocking httpx2.Client: the SDK's core is "
+            "asynchronous (the blocking BillingOS runs it on its own loop thread). "
+            "Pass httpx2.AsyncClient(...) with the same arguments."
+        )
+    else:
+        hint = f"http_client= takes an httpx2.AsyncClient, not {cls.__name__}."
+    raise ValidationError(hint, code="invalid_argument")
 
 
 def evolve(settings: Settings, timeout: TimeoutTypes | None, max_retries: int | None) -> Settings:

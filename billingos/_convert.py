@@ -14,7 +14,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -89,7 +89,7 @@ def parse_datetime(value: str) -> datetime:
         # Python 3.10 takes exactly 3 or 6 fraction digits; PostgreSQL trims trailing zeros (".12").
         text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
         parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _structure_datetime(value: object, _: type) -> datetime | None:

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._client import AsyncBillingOS
@@ -310,12 +310,12 @@ def _s(value: object) -> str | None:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _day(when: datetime | None) -> str:
-    return "?" if when is None else when.astimezone(timezone.utc).date().isoformat()
+    return "?" if when is None else when.astimezone(UTC).date().isoformat()
 
 
 def _minutes(when: datetime) -> int:
-    return round((when - datetime.now(timezone.utc)).total_seconds() / 60)
+    return round((when - datetime.now(UTC)).total_seconds() / 60)

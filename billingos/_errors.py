@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import httpx2
 
 __all__ = [
     "AuthenticationError",
@@ -42,7 +42,7 @@ __all__ = [
     "ValidationError",
 ]
 
-_EMPTY_HEADERS = httpx.Headers()
+_EMPTY_HEADERS = httpx2.Headers()
 
 
 class BillingOSError(Exception):
@@ -76,7 +76,7 @@ class BillingOSError(Exception):
         code: str | None = None,
         details: Mapping[str, Any] | None = None,
         request_id: str | None = None,
-        headers: httpx.Headers | None = None,
+        headers: httpx2.Headers | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message

@@ -8,23 +8,21 @@ and JSON live here and nowhere else.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import platform
 import re
 import secrets
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
-import httpx
+import httpx2
 
 from . import _convert
-from ._config import Settings, TimeoutTypes, check_backend_and_client, check_max_retries, check_timeout
+from ._config import Settings, TimeoutTypes, check_http_client, check_max_retries, check_timeout
 from ._errors import (
     AuthenticationError,
     AuthorizationError,
@@ -34,13 +32,12 @@ from ._errors import (
     NotFoundError,
     QuotaExceededError,
     RateLimitError,
-    RequestTimeoutError,
     ResponseDecodeError,
     ServerError,
     ValidationError,
 )
-from ._exchange import _Exchanger
 from ._retry import RetryPolicy, parse_retry_after
+from ._transport import Backend, HttpxBackend, Reply, new_httpx_client, parse_url, ssl_context
 from ._version import __version__
 
 T = TypeVar("T")
@@ -50,7 +47,7 @@ logger = logging.getLogger("billingos")
 Method = Literal["GET", "POST", "PATCH", "DELETE"]
 MAX_BODY_BYTES = 100_000  # the server refuses larger bodies (CONTRACT §1)
 
-USER_AGENT = f"billingos-python/{__version__} httpx/{httpx.__version__} python/{platform.python_version()}"
+USER_AGENT = f"billingos-python/{__version__} httpx2/{httpx2.__version__} python/{platform.python_version()}"
 
 
 class RequestOptions(TypedDict, total=False):
@@ -62,23 +59,11 @@ class RequestOptions(TypedDict, total=False):
     """
 
     timeout: TimeoutTypes | None
-    """Seconds (or an :class:`httpx.Timeout`) for this call's attempts; ``None``: the client's."""
+    """Seconds (or an :class:`httpx2.Timeout`) for this call's attempts; ``None``: the client's."""
     max_retries: int | None
     """Retries after the first attempt for this call; ``None``: the client's."""
     extra_headers: Mapping[str, str] | None
     """Headers added to this call (they may override the SDK's, ``Authorization`` excepted)."""
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client the SDK creates: building one costs ~40 ms."""
-    return httpx.create_ssl_context()
-
-
-@functools.lru_cache(maxsize=1024)
-def _url(raw: str) -> httpx.URL:
-    """Parsed once per distinct URL (hot paths repeat them: the same customer, the same feature)."""
-    return httpx.URL(raw)
 
 
 def path(*segments: str) -> str:
@@ -115,72 +100,61 @@ def new_request_id() -> str:
 
 @attrs.define(eq=False)
 class Transport:
-    """What every copy made by ``with_options`` shares: the pool and its lifecycle."""
+    """What every copy made by ``with_options`` shares: the backend (its pool) and its lifecycle."""
 
-    client: httpx.AsyncClient
-    owns_client: bool
-    exchanger: _Exchanger
+    backend: Backend
     closed: bool = False
 
     @classmethod
-    def create(cls, settings: Settings, client: httpx.AsyncClient | None) -> Transport:
-        owns = client is None
-        if client is None:
-            client = _new_http_client(settings)
-        else:
-            check_backend_and_client(settings, client)
-        return cls(client=client, owns_client=owns, exchanger=_Exchanger(client))
+    def create(cls, settings: Settings, client: httpx2.AsyncClient | None) -> Transport:
+        check_http_client(settings, client)
+        if client is not None:
+            return cls(HttpxBackend(client, owns_client=False))
+        if settings.http_backend == "aiohttp":
+            from ._config import AIOHTTP_MISSING
+
+            try:  # imported here: aiohttp takes ~150 ms to import and most users never ask for it
+                from ._aiohttp_backend import AiohttpBackend
+            except ImportError as exc:
+                raise ValidationError(f"{AIOHTTP_MISSING} ({exc})", code="invalid_argument") from None
+            return cls(AiohttpBackend(settings, ssl_context()))
+        return cls(HttpxBackend(new_httpx_client(settings.limits, settings.timeout), owns_client=True))
+
+    @property
+    def is_closed(self) -> bool:
+        """Closed by the SDK, or (a caller's own ``http_client``) by its owner."""
+        return self.closed or self.backend.is_closed
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
-        await self.exchanger.aclose()
-        if self.owns_client:
-            await self.client.aclose()
-
-
-def _new_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The SDK's own pooled client: stock httpx, or httpx over aiohttp (``http_backend="aiohttp"``).
-
-    Both get the same pool size, keep-alive expiry, timeouts and shared verifying TLS context.
-    """
-    if settings.http_backend == "aiohttp":
-        from ._config import AIOHTTP_MISSING
-
-        try:  # imported here: aiohttp takes ~150 ms to import and most users never ask for it
-            from ._aiohttp_backend import new_aiohttp_client
-        except ImportError as exc:
-            raise ValidationError(f"{AIOHTTP_MISSING} ({exc})", code="invalid_argument") from None
-        return new_aiohttp_client(settings, _ssl_context())
-    return httpx.AsyncClient(limits=settings.limits, timeout=settings.timeout, verify=_ssl_context())
+        await self.backend.aclose()
 
 
 class Requester:
     """Sends requests for one client configuration over a (possibly shared) :class:`Transport`."""
 
-    __slots__ = ("_base_headers", "_base_url", "_timeout", "policy", "settings", "transport")
+    __slots__ = ("_base_headers", "_base_url", "_send", "_timeout", "policy", "settings", "transport")
 
     def __init__(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
         self.settings = settings
         self.transport = transport
         self.policy = policy
         self._base_url = settings.api_url
+        self._send = transport.backend.send  # bound once, not once per attempt
         ours = {
             "authorization": f"Bearer {settings.secret_key.reveal()}",
             "user-agent": USER_AGENT,
             "accept": "application/json",
         }
-        # httpx.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
-        # locals (Sentry's frame variables, pytest -l, rich's show_locals). Requests are built here
-        # rather than by client.build_request (half the cost: it parses the URL twice and merges
-        # headers several times), so the client's default headers (Accept-Encoding, Connection, or a
-        # caller's own) are merged in once, now. The client's auth still applies (httpx runs it in
-        # send); client-level cookies and params do not. Names are lower-case so an extra header
-        # replaces ours whatever its case.
-        self._base_headers = httpx.Headers(transport.client.headers)
+        # httpx2.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
+        # locals (Sentry's frame variables, pytest -l, rich's show_locals). The backend's default
+        # headers (Accept-Encoding, Connection, or a caller's own client's) are merged in once, now.
+        # Names are lower-case so an extra header replaces ours whatever its case.
+        self._base_headers = httpx2.Headers(transport.backend.default_headers)
         self._base_headers.update(ours)
-        self._timeout = settings.timeout.as_dict()
+        self._timeout = settings.timeout
 
     async def request(
         self,
@@ -201,7 +175,7 @@ class Requester:
         ``ok_on_retry`` lists statuses that mean success when they answer a *retry*: a DELETE whose
         first response was lost gets 404 the second time because the first one worked.
         """
-        if self.transport.closed or self.transport.client.is_closed:
+        if self.transport.is_closed:
             raise _closed_error()
         if retry_safe is None:
             retry_safe = method in ("GET", "DELETE")
@@ -212,7 +186,7 @@ class Requester:
         headers["x-request-id"] = request_id
         if options:
             if options.get("timeout") is not None:
-                timeout = check_timeout(options["timeout"]).as_dict()
+                timeout = check_timeout(options["timeout"])
             if options.get("max_retries") is not None:
                 max_retries = check_max_retries(options["max_retries"])
             extra = options.get("extra_headers")
@@ -227,55 +201,76 @@ class Requester:
             query = "?" + urlencode(params, quote_via=quote) if params else ""
         except UnicodeEncodeError:
             raise _not_unicode("A query parameter") from None
+        url = self._base_url + url_path + query
         try:
-            url = _url(self._base_url + url_path + query)
-        except httpx.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
+            parse_url(url)  # cached; refuses what no backend can send
+        except httpx2.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
             raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
-        request = httpx.Request(
-            method, url, content=content, headers=headers, extensions={"timeout": timeout}
-        )
+        call = _Call(method, url_path, url, headers, content, timeout, request_id)
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
 
-        async def attempt(retry_number: int) -> httpx.Response:
+        async def attempt(retry_number: int) -> Reply:
             nonlocal may_have_run
             try:
-                return await self._attempt(
-                    request, request_id, retry_number, ok_on_retry if may_have_run else frozenset()
-                )
+                return await self._attempt(call, retry_number, ok_on_retry if may_have_run else frozenset())
             except (NetworkError, ServerError) as exc:
                 may_have_run = may_have_run or getattr(exc, "_maybe_sent", True)
                 raise
 
-        response = await self.policy.call(
+        reply = await self.policy.call(
             attempt,
             max_retries=max_retries,
             retry_safe=retry_safe,
-            on_retry=lambda exc, n, wait: _log_retry(request, request_id, exc, n, wait),
+            on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
         )
-        return _decode(response, request_id, decode)
+        return _decode(reply, call, decode)
 
-    async def _attempt(
-        self, request: httpx.Request, request_id: str, retry_number: int, ok_on_retry: frozenset[int]
-    ) -> httpx.Response:
-        if self.transport.closed or self.transport.client.is_closed:
+    async def _attempt(self, call: _Call, retry_number: int, ok_on_retry: frozenset[int]) -> Reply:
+        if self.transport.is_closed:
             raise _closed_error()  # e.g. closed while this call waited to retry
         started = time.perf_counter()
         try:
-            response = await self.transport.exchanger.send(request)
-        except httpx.HTTPError as exc:
-            error = _network_error(exc, request_id)
-            _log_attempt(request, request_id, retry_number, started, None, error)
-            raise error from exc
+            reply = await self._send(call.method, call.url, call.headers, call.content, call.timeout)
+        except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
+            if self.transport.is_closed:  # the pool was closed under this call: that is the cause
+                raise _closed_error() from error
+            error.request_id = call.request_id
+            _log_attempt(call, retry_number, started, None, error)
+            raise
         except RuntimeError:
-            if not (self.transport.closed or self.transport.client.is_closed):
+            if not self.transport.is_closed:
                 raise
             raise _closed_error() from None  # closed while this call was in flight
-        _log_attempt(request, request_id, retry_number, started, response.status_code, None)
+        _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
-        if response.status_code >= 300 and response.status_code not in ok_on_retry:
-            raise error_from_response(response, request_id)
-        return response
+        if reply.status_code >= 300 and reply.status_code not in ok_on_retry:
+            raise error_from_response(reply, call.request_id)
+        return reply
+
+
+class _Call:
+    """One logical call as built once and sent by every attempt."""
+
+    __slots__ = ("content", "headers", "method", "path", "request_id", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        headers: httpx2.Headers,
+        content: bytes | None,
+        timeout: httpx2.Timeout,
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.url = url
+        self.headers = headers
+        self.content = content
+        self.timeout = timeout
+        self.request_id = request_id
 
 
 def _closed_error() -> BillingOSError:
@@ -335,28 +330,6 @@ def _encode_body(body: Mapping[str, Any]) -> bytes:
     return content
 
 
-def _network_error(exc: httpx.HTTPError, request_id: str) -> BillingOSError:
-    """Map an httpx failure; remember whether the request may have reached the server."""
-    if isinstance(exc, httpx.DecodingError):
-        return ResponseDecodeError(
-            f"Could not decode the response body: {exc}", code="decode_error", request_id=request_id
-        )
-    never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    error: NetworkError
-    if isinstance(exc, httpx.TimeoutException):
-        phase = type(exc).__name__.replace("Timeout", "").lower() or "request"
-        error = RequestTimeoutError(
-            f"The request timed out ({phase} phase).", code="timeout", request_id=request_id
-        )
-    else:
-        detail = str(exc) or type(exc).__name__
-        error = NetworkError(
-            f"Could not reach BillingOS: {detail}", code="network_error", request_id=request_id
-        )
-    error._maybe_sent = not never_sent  # type: ignore[attr-defined]
-    return error
-
-
 _STATUS_ERRORS: Mapping[int, type[BillingOSError]] = {
     400: ValidationError,
     401: AuthenticationError,
@@ -368,7 +341,7 @@ _STATUS_ERRORS: Mapping[int, type[BillingOSError]] = {
 }
 
 
-def error_from_response(response: httpx.Response, request_id: str) -> BillingOSError:
+def error_from_response(response: Reply, request_id: str) -> BillingOSError:
     """The exception for an error response (CONTRACT §2), whatever its body: JSON, HTML or empty."""
     status = response.status_code
     code: str | None = None
@@ -376,7 +349,7 @@ def error_from_response(response: httpx.Response, request_id: str) -> BillingOSE
     details: Mapping[str, Any] = {}
     body_request_id: str | None = None
     try:
-        payload = response.json()
+        payload = json.loads(response.content)
     except (ValueError, RecursionError):  # not JSON, or nested too deep for the JSON reader
         payload = None
     if isinstance(payload, dict):
@@ -399,14 +372,22 @@ def error_from_response(response: httpx.Response, request_id: str) -> BillingOSE
         "code": code or f"http_{status}",
         "details": details,
         "request_id": body_request_id or response.headers.get("x-request-id") or request_id,
-        "headers": response.headers,
+        "headers": _headers(response),
     }
     if cls is RateLimitError:
         kwargs["retry_after"] = parse_retry_after(response.headers.get("retry-after"))
     return cls(message, **kwargs)
 
 
-def _decode(response: httpx.Response, request_id: str, decode: Callable[[Any], T]) -> T:
+def _headers(response: Reply) -> httpx2.Headers:
+    """The response headers as the ``httpx2.Headers`` errors carry (aiohttp's multidict converted)."""
+    headers = response.headers
+    if isinstance(headers, httpx2.Headers):
+        return headers
+    return httpx2.Headers(list(headers.items()))
+
+
+def _decode(response: Reply, call: _Call, decode: Callable[[Any], T]) -> T:
     """JSON body (``None`` when empty, e.g. 204) through ``decode``; any failure is a ResponseDecodeError."""
     content = response.content
     try:
@@ -423,22 +404,16 @@ def _decode(response: httpx.Response, request_id: str, decode: Callable[[Any], T
     # tracebacks rendered with locals (Sentry, rich, pytest -l) would show.
     del content
     raise ResponseDecodeError(
-        f"Unexpected response body from {response.request.method} {response.request.url.path} "
-        f"(HTTP {response.status_code}): {detail}",
+        f"Unexpected response body from {call.method} {call.path} (HTTP {response.status_code}): {detail}",
         status_code=response.status_code,
         code="decode_error",
-        request_id=response.headers.get("x-request-id") or request_id,
-        headers=response.headers,
+        request_id=response.headers.get("x-request-id") or call.request_id,
+        headers=_headers(response),
     )
 
 
 def _log_attempt(
-    request: httpx.Request,
-    request_id: str,
-    retry_number: int,
-    started: float,
-    status: int | None,
-    error: BillingOSError | None,
+    call: _Call, retry_number: int, started: float, status: int | None, error: BillingOSError | None
 ) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
@@ -446,23 +421,23 @@ def _log_attempt(
     outcome = str(status) if status is not None else f"failed ({type(error).__name__})"
     logger.info(
         "%s %s -> %s in %.1f ms (request_id=%s, retry=%d)",
-        request.method,
-        request.url.path,
+        call.method,
+        call.path,
         outcome,
         elapsed_ms,
-        request_id,
+        call.request_id,
         retry_number,
     )
 
 
-def _log_retry(request: httpx.Request, request_id: str, exc: BaseException, number: int, wait: float) -> None:
+def _log_retry(call: _Call, exc: BaseException, number: int, wait: float) -> None:
     if logger.isEnabledFor(logging.INFO):
         logger.info(
             "Retrying %s %s in %.2f s (retry %d, request_id=%s) after %s",
-            request.method,
-            request.url.path,
+            call.method,
+            call.path,
             wait,
             number,
-            request_id,
+            call.request_id,
             type(exc).__name__,
         )

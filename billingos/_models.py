@@ -10,7 +10,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Generic, TypeGuard, TypeVar
 
@@ -37,7 +37,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class _OpenEnum(str, Enum):
+class _OpenEnum(str, Enum):  # noqa: UP042 - str() must stay "Class.MEMBER", as it was
     """A string enum that keeps values it does not know instead of failing.
 
     A new value from the server becomes a pseudo-member whose ``value`` is the raw string, so a
@@ -127,7 +127,7 @@ class SessionToken:
     @property
     def expired(self) -> bool:
         """True once ``expires_at`` has passed."""
-        return datetime.now(timezone.utc) >= self.expires_at
+        return datetime.now(UTC) >= self.expires_at
 
     @classmethod
     def decode(cls, token: str) -> SessionToken:
@@ -186,8 +186,8 @@ def decode_session_token(token: object) -> SessionToken:
     return SessionToken(
         session_token=token,
         token_id=jti,
-        expires_at=datetime.fromtimestamp(exp, timezone.utc),
-        issued_at=datetime.fromtimestamp(iat, timezone.utc) if _is_timestamp(iat) else None,
+        expires_at=datetime.fromtimestamp(exp, UTC),
+        issued_at=datetime.fromtimestamp(iat, UTC) if _is_timestamp(iat) else None,
         external_user_id=user if isinstance(user, str) else "",
         external_organization_id=org if isinstance(org, str) else None,
         allowed_operations=tuple(ops),

@@ -30,11 +30,11 @@ import os
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar
 
 import anyio
 import attrs
@@ -59,10 +59,11 @@ from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
-    from ._client import AsyncBillingOS
-    from ._sync import BillingOS
+    from anyio.from_thread import BlockingPortal
+
+    from ._resources import AsyncUsage
 
 __all__ = [
     "DeadLetter",
@@ -74,6 +75,32 @@ __all__ = [
 ]
 
 logger = logging.getLogger("billingos.recorder")
+
+_T = TypeVar("_T")
+
+
+class RecorderClient(Protocol):
+    """What a recorder needs of its client (``AsyncBillingOS`` is one): it depends on this, not the class."""
+
+    @property
+    def environment(self) -> str: ...
+    @property
+    def is_closed(self) -> bool: ...
+    @property
+    def usage(self) -> AsyncUsage: ...
+
+
+class RecorderHost(Protocol):
+    """What a blocking recorder needs of the blocking client (``BillingOS`` builds one for it)."""
+
+    def start(self) -> tuple[BlockingPortal, RecorderClient]:
+        """Start the loop thread if needed; its portal, and the client the recorder sends through."""
+        ...
+
+    def run(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call()`` on the loop thread and wait for it."""
+        ...
+
 
 OnFull = Literal["raise", "drop"]
 
@@ -347,7 +374,7 @@ class UsageRecorder:
                 await recorder.flush()                          # everything so far is confirmed
     """
 
-    def __init__(self, client: AsyncBillingOS, **options: Unpack[RecorderOptions]) -> None:
+    def __init__(self, client: RecorderClient, **options: Unpack[RecorderOptions]) -> None:
         self._settings = settings = _Settings.from_options(options)
         self._client = client
         self._staging = staging = Staging()
@@ -681,9 +708,7 @@ class UsageRecorder:
         now, wall = time.monotonic(), time.time()
         for row in loaded.dead:
             letter = self._letter(row.batch, _rebuild_error(row), row.attempts, row.possibly_counted)
-            self._dead.append(
-                attrs.evolve(letter, failed_at=datetime.fromtimestamp(row.failed_at, timezone.utc))
-            )
+            self._dead.append(attrs.evolve(letter, failed_at=datetime.fromtimestamp(row.failed_at, UTC)))
         with self._staging.lock:
             self._staging.pending += loaded.unsealed + sum(b.events for b in loaded.batches)
             self._staging.unsealed += loaded.unsealed
@@ -881,7 +906,7 @@ class UsageRecorder:
             error=error,
             attempts=attempts,
             possibly_counted=possibly_counted,
-            failed_at=datetime.now(timezone.utc),
+            failed_at=datetime.now(UTC),
         )
 
     def _bury(self, flight: _Flight, error: BillingOSError) -> None:
@@ -968,11 +993,11 @@ class SyncUsageRecorder:
             recorder.flush(timeout=10)
     """
 
-    def __init__(self, facade: BillingOS, **options: Unpack[RecorderOptions]) -> None:
+    def __init__(self, host: RecorderHost, **options: Unpack[RecorderOptions]) -> None:
         self._outbox_path = _Settings.from_options(
             options
         ).outbox  # refuse bad options in the caller's thread
-        self._facade = facade
+        self._host_api = host
         self._options = options
         self._recorder: UsageRecorder | None = None
         self._host: Future[None] | None = None
@@ -995,9 +1020,9 @@ class SyncUsageRecorder:
             raise _forked_error()
         if self._recorder is not None:
             raise BillingOSError("A usage recorder can be opened only once.", code="recorder_reused")
-        state = self._facade._runner._ensure()
-        recorder = UsageRecorder(self._facade._view(state.core), **self._options)
-        self._host, self._stop = state.loop.portal.start_task(self._serve, recorder)
+        portal, client = self._host_api.start()
+        recorder = UsageRecorder(client, **self._options)
+        self._host, self._stop = portal.start_task(self._serve, recorder)
         self._recorder = recorder
         _OPEN_SYNC_RECORDERS.add(self)
         return self
@@ -1060,7 +1085,7 @@ class SyncUsageRecorder:
             recorder.flush(timeout=10)
         """
         recorder = self._require()
-        self._facade._runner.run(lambda _core: recorder.flush(timeout))
+        self._host_api.run(lambda: recorder.flush(timeout))
 
     def wait_durable(self, timeout: float | None = None) -> None:
         """Block until every event recorded so far is in the outbox (no loop hop; see
@@ -1092,12 +1117,12 @@ class SyncUsageRecorder:
             return recorder.stats
         try:
             if not host.done():
-                return self._facade._runner.run(lambda _core: recorder.aclose(timeout))
+                return self._host_api.run(lambda: recorder.aclose(timeout))
             return recorder.stats
         finally:
             if not host.done():
                 with contextlib.suppress(BillingOSError):  # the facade closed: the host task ends by itself
-                    self._facade._runner.run(lambda _core: _set(stop))
+                    self._host_api.run(lambda: _set(stop))
             host.result()
 
     @property

@@ -1,7 +1,7 @@
 """``BillingOS``: the synchronous facade. It runs the async core, it does not copy it.
 
 Each ``BillingOS`` owns one background thread running an event loop (anyio's blocking portal);
-the ``AsyncBillingOS`` and its ``httpx.AsyncClient`` live on that loop for the facade's lifetime, so
+the ``AsyncBillingOS`` and its ``httpx2.AsyncClient`` live on that loop for the facade's lifetime, so
 the pool is shared by every calling thread. Blocking methods are descriptors generated from the
 async methods (:class:`_Blocking`), so the signatures mypy and IDEs see are the async ones, minus
 ``await``.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 import anyio
 import attrs
-import httpx
+import httpx2
 from anyio.from_thread import BlockingPortal
 
 from ._cache import EntitlementCache
@@ -42,7 +42,7 @@ from ._config import (
     HttpBackend,
     Settings,
     TimeoutTypes,
-    check_backend_and_client,
+    check_http_client,
     evolve,
     resolve,
 )
@@ -53,7 +53,7 @@ from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from ._recorder import RecorderOptions, SyncUsageRecorder
 
@@ -378,6 +378,22 @@ class _BlockingList(Generic[P, T]):
         return blocking
 
 
+class _RecorderHost:
+    """What a blocking usage recorder needs of its facade (``_recorder.RecorderHost``), and nothing more."""
+
+    __slots__ = ("_facade",)
+
+    def __init__(self, facade: BillingOS) -> None:
+        self._facade = facade
+
+    def start(self) -> tuple[BlockingPortal, AsyncBillingOS]:
+        state = self._facade._runner._ensure()
+        return state.loop.portal, self._facade._view(state.core)
+
+    def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        return self._facade._runner.run(lambda _core: call())
+
+
 class _SyncBase:
     __slots__ = ("_facade",)
     _resource: str = ""
@@ -513,8 +529,8 @@ class BillingOS(_SyncBase):
         api_url: str | None = None,
         timeout: TimeoutTypes | None = DEFAULT_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        limits: httpx.Limits | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        limits: httpx2.Limits | None = None,
+        http_client: httpx2.AsyncClient | None = None,
         retry_policy: RetryPolicy | None = None,
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
@@ -524,14 +540,7 @@ class BillingOS(_SyncBase):
             settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
         finally:
             del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
-        check_backend_and_client(settings, http_client)
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise ValidationError(
-                "BillingOS(http_client=...) takes an httpx.AsyncClient (it runs on the facade's loop "
-                "thread), "
-                f"not {type(http_client).__name__}.",
-                code="invalid_argument",
-            )
+        check_http_client(settings, http_client)
 
         if entitlement_cache is not None:
             if not isinstance(entitlement_cache, EntitlementCache):
@@ -621,7 +630,7 @@ class BillingOS(_SyncBase):
         """
         from ._recorder import SyncUsageRecorder  # on use: the recorder brings sqlite3 and friends
 
-        return SyncUsageRecorder(self, **options)
+        return SyncUsageRecorder(_RecorderHost(self), **options)
 
     @property
     def is_closed(self) -> bool:

@@ -8,7 +8,8 @@ yields the base URL. On exit it asks the server to stop and joins the thread; th
 `make_app()` returns a tiny raw ASGI app (no framework) with two routes:
 
 - ``GET /fast``: answers ``{"ok": true}`` at once;
-- ``GET /slow``: sleeps ``SLOW_ROUTE_SECONDS`` (50 ms) on the server, then answers ``{"ok": true}``.
+- ``GET /slow``: sleeps ``SLOW_ROUTE_SECONDS`` (50 ms) on the server, then answers ``{"ok": true}``;
+- ``GET /hold``: (with ``make_app(hold=event)``) answers only once the test sets ``event``.
 
 Any other path answers 404.
 """
@@ -39,11 +40,14 @@ _OK_BODY = b'{"ok":true}'
 _JSON_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_OK_BODY)).encode())]
 
 
-def make_app(on_request: Callable[[str], object] | None = None) -> ASGIApp:
+def make_app(
+    on_request: Callable[[str], object] | None = None, hold: threading.Event | None = None
+) -> ASGIApp:
     """A raw ASGI app with a ``/fast`` route and a ``/slow`` route (50 ms server-side sleep).
 
     `on_request`, if given, is called with the path as each request arrives (in the server's thread),
-    so a test can wait until a request has reached the server instead of sleeping.
+    so a test can wait until a request has reached the server instead of sleeping. With `hold`, the
+    ``/hold`` route answers only once the test has set that event.
     """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,6 +58,8 @@ def make_app(on_request: Callable[[str], object] | None = None) -> ASGIApp:
             on_request(path)
         if path == "/slow":
             await asyncio.sleep(SLOW_ROUTE_SECONDS)
+        elif path == "/hold" and hold is not None:
+            await asyncio.to_thread(hold.wait)
         elif path != "/fast":
             await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})

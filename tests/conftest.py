@@ -1,5 +1,13 @@
 from __future__ import annotations
 
+# respx mocks `httpx`/`httpcore`; the SDK sends through `httpx2`/`httpcore2`. In the tests only (never in
+# the library), `import httpx` and `import httpcore` resolve to httpx2 and httpcore2, so respx patches
+# the pool the SDK really uses. This must run before anything imports httpx: respx's own pytest plugin
+# is therefore disabled in pyproject (`-p no:respx`) and loaded below, after the alias.
+import httpx2
+
+httpx2.alias_httpx()
+
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -12,7 +20,7 @@ from ._factories import BASE_URL, SECRET
 
 # Our own pytest plugin (billingos_fake, billingos_url, ...), loaded here rather than through its
 # entry point (pyproject: -p no:billingos) so coverage measures billingos from its first import.
-pytest_plugins = ["billingos.testing.pytest_plugin"]
+pytest_plugins = ["billingos.testing.pytest_plugin", "respx.plugin"]
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 import attrs
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -52,7 +52,7 @@ QUOTA = 10
 """The ``api_calls`` quota of the seeded Pro plan."""
 
 
-class Gate(httpx.AsyncBaseTransport):
+class Gate(httpx2.AsyncBaseTransport):
     """The fake's in-process transport, with ``GET /v1/usage/check`` held until :meth:`open`.
 
     Build it inside the running event loop (it holds anyio events).
@@ -64,7 +64,7 @@ class Gate(httpx.AsyncBaseTransport):
         self._arrived = anyio.Event()
         self.held = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/v1/usage/check":
             self.held += 1
             self._arrived.set()
@@ -129,9 +129,9 @@ def sync_client(fake: FakeBillingOS, cache: EntitlementCache, policy: RetryPolic
 
 async def gated_client(
     fake: FakeBillingOS, cache: EntitlementCache, policy: RetryPolicy
-) -> tuple[AsyncBillingOS, Gate, httpx.AsyncClient]:
+) -> tuple[AsyncBillingOS, Gate, httpx2.AsyncClient]:
     gate = Gate(fake)
-    http = httpx.AsyncClient(transport=gate, base_url=FAKE_URL)
+    http = httpx2.AsyncClient(transport=gate, base_url=FAKE_URL)
     billing = AsyncBillingOS(
         fake.secret_key, api_url=FAKE_URL, http_client=http, entitlement_cache=cache, retry_policy=policy
     )
@@ -608,7 +608,7 @@ def test_on_tracked_without_a_snapshot_or_for_another_feature_type_drops_the_ent
 
 
 def test_on_tracked_accepts_a_new_period_even_with_lower_usage(cache: EntitlementCache) -> None:
-    end = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    end = datetime(2026, 3, 1, tzinfo=UTC)
     cache.put(USER, "api_calls", Entitlement("api_calls", False, "quota_exceeded", 10, 10, 0, end))  # type: ignore[arg-type]
     snapshot = UsageSnapshot(1, 10, 9, period_start=end, period_end=end + timedelta(days=31))
     cache.on_tracked(USER, "api_calls", UsageRecord("api_calls", 1, usage=snapshot))
@@ -900,7 +900,7 @@ def test_trio_backend_coalesces_and_a_cancelled_leader_hands_over(fake: FakeBill
     async def main() -> None:
         gate = Gate(fake)
         async with (
-            httpx.AsyncClient(transport=gate, base_url=FAKE_URL) as http,
+            httpx2.AsyncClient(transport=gate, base_url=FAKE_URL) as http,
             AsyncBillingOS(fake.secret_key, api_url=FAKE_URL, http_client=http, entitlement_cache=cache) as b,
         ):
             results: list[Entitlement] = []
@@ -920,7 +920,7 @@ def test_trio_backend_coalesces_and_a_cancelled_leader_hands_over(fake: FakeBill
 
         gate = Gate(fake)
         async with (
-            httpx.AsyncClient(transport=gate, base_url=FAKE_URL) as http,
+            httpx2.AsyncClient(transport=gate, base_url=FAKE_URL) as http,
             AsyncBillingOS(fake.secret_key, api_url=FAKE_URL, http_client=http, entitlement_cache=cache) as b,
         ):
             clock.advance(31)

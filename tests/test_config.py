@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from billingos import AsyncBillingOS, BillingOS, ValidationError
@@ -230,7 +230,7 @@ def test_invalid_api_url_is_refused(url: str) -> None:
 async def test_none_for_every_optional_setting_means_its_default(make: Make) -> None:
     client = make(SECRET, api_url=None, timeout=None, max_retries=None, limits=None, retry_policy=None)
     assert client.api_url == SANDBOX
-    assert client.timeout == httpx.Timeout(30.0, connect=5.0)
+    assert client.timeout == httpx2.Timeout(30.0, connect=5.0)
     assert client.max_retries == 3
 
 
@@ -268,8 +268,8 @@ def test_bad_max_retries_is_refused(max_retries: Any) -> None:
         float("-inf"),
         True,
         "30",
-        httpx.Timeout(5.0, read=0),
-        httpx.Timeout(-1),
+        httpx2.Timeout(5.0, read=0),
+        httpx2.Timeout(-1),
     ],
     ids=[
         "zero",
@@ -289,11 +289,11 @@ def test_bad_timeout_is_refused(timeout: Any) -> None:
         AsyncBillingOS(SECRET, timeout=timeout)
 
 
-@pytest.mark.parametrize("timeout", [0, -5, float("nan")])
-async def test_with_options_refuses_a_bad_timeout(make: Make, timeout: Any) -> None:
+@pytest.mark.parametrize("bad", [0, -5, float("nan")])
+async def test_with_options_refuses_a_bad_timeout(make: Make, bad: Any) -> None:
     client = make(SECRET)
     with pytest.raises(ValidationError):
-        client.with_options(timeout=timeout)
+        client.with_options(timeout=bad)
 
 
 async def test_with_options_refuses_negative_max_retries(make: Make) -> None:
@@ -302,7 +302,7 @@ async def test_with_options_refuses_negative_max_retries(make: Make) -> None:
 
 
 async def test_httpx_timeout_is_accepted_as_is(make: Make) -> None:
-    timeout = httpx.Timeout(10.0, connect=2.0, pool=1.0)
+    timeout = httpx2.Timeout(10.0, connect=2.0, pool=1.0)
     assert make(SECRET, timeout=timeout).timeout == timeout
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from billingos._convert import structurer
 
 from ._factories import check_json, customer_json, metrics_json, subscription_json, track_json
 
-UTC_10AM = datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc)
+UTC_10AM = datetime(2026, 2, 27, 10, 0, tzinfo=UTC)
 HEADER_ID = "req_" + "c" * 24
 
 # -- unknown keys ------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ async def test_entitlement_metadata_that_is_not_an_object_is_decode_error(
 def test_metrics_decode_nested_list() -> None:
     metrics = structurer(UsageMetrics)(metrics_json())
     assert metrics.metrics[0].consumed == 250
-    assert metrics.metrics[0].period_end == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert metrics.metrics[0].period_end == datetime(2026, 3, 1, tzinfo=UTC)
 
 
 # -- bad 2xx bodies through the client ---------------------------------------------------------

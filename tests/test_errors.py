@@ -11,7 +11,7 @@ import pickle
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -344,7 +344,7 @@ async def test_str_shows_status_code_message_and_request_id(
 async def test_str_of_a_network_error_shows_code_and_request_id(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    route = router.get(PATH).mock(side_effect=httpx.ConnectError("refused"))
+    route = router.get(PATH).mock(side_effect=httpx2.ConnectError("refused"))
     exc = await _error_for(billing)
     assert "network_error" in str(exc)
     assert _sent_request_id(route) in str(exc)
@@ -424,11 +424,11 @@ def test_client_side_error_survives_a_pickle_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "failure",
-    [httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ProxyError],
+    [httpx2.ConnectError, httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError, httpx2.ProxyError],
     ids=lambda e: e.__name__,
 )
 async def test_transport_failure_is_a_network_error(
-    billing: AsyncBillingOS, router: respx.MockRouter, failure: type[httpx.TransportError]
+    billing: AsyncBillingOS, router: respx.MockRouter, failure: type[httpx2.TransportError]
 ) -> None:
     route = router.get(PATH).mock(side_effect=failure("boom"))
     exc = await _error_for(billing)
@@ -442,11 +442,11 @@ async def test_transport_failure_is_a_network_error(
 
 @pytest.mark.parametrize(
     "failure",
-    [httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout],
+    [httpx2.ConnectTimeout, httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout],
     ids=lambda e: e.__name__,
 )
 async def test_timeout_is_a_request_timeout_error_which_is_a_network_error(
-    billing: AsyncBillingOS, router: respx.MockRouter, failure: type[httpx.TimeoutException]
+    billing: AsyncBillingOS, router: respx.MockRouter, failure: type[httpx2.TimeoutException]
 ) -> None:
     route = router.get(PATH).mock(side_effect=failure("slow"))
     exc = await _error_for(billing)
@@ -463,16 +463,16 @@ async def test_timeout_is_a_request_timeout_error_which_is_a_network_error(
 @pytest.mark.parametrize(
     "response",
     [
-        httpx.Response(200, text="<html>maintenance</html>"),
-        httpx.Response(200, content=b"\xff\xfe\x00garbage"),
-        httpx.Response(200, json=[]),
-        httpx.Response(200, json={"id": None}),
-        httpx.Response(200),
+        httpx2.Response(200, text="<html>maintenance</html>"),
+        httpx2.Response(200, content=b"\xff\xfe\x00garbage"),
+        httpx2.Response(200, json=[]),
+        httpx2.Response(200, json={"id": None}),
+        httpx2.Response(200),
     ],
     ids=["html", "not-utf8", "list", "null-required", "empty"],
 )
 async def test_2xx_with_an_unexpected_body_is_a_response_decode_error(
-    billing: AsyncBillingOS, router: respx.MockRouter, response: httpx.Response
+    billing: AsyncBillingOS, router: respx.MockRouter, response: httpx2.Response
 ) -> None:
     route = router.get(PATH).mock(return_value=response)
     with pytest.raises(ResponseDecodeError) as info:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -37,7 +37,7 @@ async def test_every_request_carries_auth_user_agent_accept_and_a_request_id(
     headers = route.calls.last.request.headers
     assert headers["Authorization"] == f"Bearer {SECRET}"
     assert headers["User-Agent"].startswith(
-        f"billingos-python/{__version__} httpx/{httpx.__version__} python/"
+        f"billingos-python/{__version__} httpx2/{httpx2.__version__} python/"
     )
     assert headers["Accept"] == "application/json"
     assert re.fullmatch(r"req_[0-9a-f]{24}", headers["X-Request-Id"])
@@ -223,7 +223,7 @@ async def test_default_timeout_reaches_httpx_with_a_5_second_connect_phase(
         (2.5, {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}),
         (12, {"connect": 5.0, "read": 12.0, "write": 12.0, "pool": 12.0}),
         (
-            httpx.Timeout(7.0, connect=1.0, pool=2.0),
+            httpx2.Timeout(7.0, connect=1.0, pool=2.0),
             {"connect": 1.0, "read": 7.0, "write": 7.0, "pool": 2.0},
         ),
     ],
@@ -296,7 +296,7 @@ async def test_aclose_is_idempotent() -> None:
 async def test_closing_the_client_during_a_retry_wait_ends_the_call_with_client_closed(
     router: respx.MockRouter,
 ) -> None:
-    route = router.get(PATH).mock(side_effect=[httpx.Response(503, json=error_body(503, "SYS_X", "x"))] * 3)
+    route = router.get(PATH).mock(side_effect=[httpx2.Response(503, json=error_body(503, "SYS_X", "x"))] * 3)
     in_sleep = anyio.Event()
     release = anyio.Event()
 
@@ -326,7 +326,7 @@ async def test_closing_the_client_during_a_retry_wait_ends_the_call_with_client_
 
 async def test_with_options_shares_the_same_httpx_client(billing: AsyncBillingOS) -> None:
     clone = billing.with_options(timeout=3, max_retries=0)
-    assert clone._requester.transport.client is billing._requester.transport.client
+    assert clone._requester.transport.backend is billing._requester.transport.backend
     assert clone.timeout.read == 3.0
     assert clone.max_retries == 0
     assert billing.timeout.read == 30.0
@@ -339,7 +339,7 @@ async def test_closing_the_original_closes_its_with_options_copy(router: respx.M
     clone = billing.with_options(max_retries=0)
     await billing.aclose()
     assert clone.is_closed
-    assert billing._requester.transport.client.is_closed
+    assert billing._requester.transport.backend.client.is_closed  # type: ignore[attr-defined]
     with pytest.raises(BillingOSError) as info:
         await clone.customers.get("c1")
     assert info.value.code == "client_closed"
@@ -353,33 +353,33 @@ async def test_closing_a_with_options_copy_closes_the_original(router: respx.Moc
 
 
 async def test_a_callers_http_client_is_used_and_not_closed() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, json=customer_json(id="c1"))
+        return httpx2.Response(200, json=customer_json(id="c1"))
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
         async with AsyncBillingOS(SECRET, api_url=BASE_URL, http_client=http) as billing:
             await billing.customers.get("c1")
         assert billing.is_closed
         assert not http.is_closed
         assert len(seen) == 1
-        assert seen[0].url == httpx.URL(f"{BASE_URL}{PATH}")
+        assert seen[0].url == httpx2.URL(f"{BASE_URL}{PATH}")
         assert seen[0].headers["Authorization"] == f"Bearer {SECRET}"
         # still usable by its owner
         assert (await http.get(f"{BASE_URL}{PATH}")).status_code == 200
 
 
 async def test_the_sdk_timeout_applies_to_a_callers_http_client() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, json=customer_json(id="c1"))
+        return httpx2.Response(200, json=customer_json(id="c1"))
 
     async with (
-        httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0) as http,
+        httpx2.AsyncClient(transport=httpx2.MockTransport(handler), timeout=1.0) as http,
         AsyncBillingOS(SECRET, api_url=BASE_URL, http_client=http, timeout=20) as billing,
     ):
         await billing.customers.get("c1")
@@ -393,6 +393,6 @@ def test_a_non_async_http_client_is_refused(bad: Any) -> None:
 
 
 def test_a_sync_httpx_client_is_refused() -> None:
-    with httpx.Client() as sync_client, pytest.raises(ValidationError) as info:
+    with httpx2.Client() as sync_client, pytest.raises(ValidationError) as info:
         AsyncBillingOS(SECRET, api_url=BASE_URL, http_client=sync_client)  # type: ignore[arg-type]
     assert "AsyncClient" in str(info.value)

@@ -69,15 +69,15 @@ def test_a_first_async_call_works_without_asyncio_imported_before_the_loop() -> 
     # The trio path never imports asyncio; the asyncio path finds it loaded by asyncio.run itself.
     loaded = _loaded_after(
         """
-        import httpx, billingos
+        import httpx2, billingos
 
         def handler(request):
-            return httpx.Response(200, json={"customer_id": "c", "feature_key": "f", "has_access": True})
+            return httpx2.Response(200, json={"customer_id": "c", "feature_key": "f", "has_access": True})
 
         async def main():
             client = billingos.AsyncBillingOS(
                 "sk_test_x", api_url="http://127.0.0.1:9",
-                http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
             )
             async with client:
                 ent = await client.check_entitlement("c", "f")

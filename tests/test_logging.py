@@ -8,7 +8,7 @@ import re
 import traceback
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -81,8 +81,8 @@ async def test_a_retried_503_logs_each_attempt_and_the_retry(
 ) -> None:
     route = router.get(PATH).mock(
         side_effect=[
-            httpx.Response(503, json=error_body(503, "SYS_UNAVAILABLE", BODY_MARKER)),
-            httpx.Response(200, json=customer_json(id="c1")),
+            httpx2.Response(503, json=error_body(503, "SYS_UNAVAILABLE", BODY_MARKER)),
+            httpx2.Response(200, json=customer_json(id="c1")),
         ]
     )
     await billing.customers.get("c1")
@@ -109,7 +109,7 @@ async def test_a_401_logs_the_status_and_leaks_nothing(
 async def test_a_network_error_logs_the_failure_and_leaks_nothing(
     billing: AsyncBillingOS, router: respx.MockRouter, debug_logs: pytest.LogCaptureFixture
 ) -> None:
-    route = router.get(PATH).mock(side_effect=httpx.ConnectError("connection refused"))
+    route = router.get(PATH).mock(side_effect=httpx2.ConnectError("connection refused"))
     with pytest.raises(NetworkError) as info:
         await billing.customers.get("c1", max_retries=0)
     (message,) = _billingos_messages(debug_logs)
@@ -145,10 +145,10 @@ async def test_exhausted_retries_leak_nothing_in_the_exception_chain(
 ) -> None:
     router.get(PATH).mock(
         side_effect=[
-            httpx.ReadError("reset"),
-            httpx.Response(503),
-            httpx.ReadTimeout("slow"),
-            httpx.Response(502),
+            httpx2.ReadError("reset"),
+            httpx2.Response(503),
+            httpx2.ReadTimeout("slow"),
+            httpx2.Response(502),
         ]
     )
     with pytest.raises(BillingOSError) as info:

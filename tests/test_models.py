@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -41,8 +41,8 @@ def test_decode_reads_every_claim() -> None:
     assert decoded == SessionToken(
         session_token=token,
         token_id=JTI,
-        expires_at=datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc),
-        issued_at=datetime(2026, 2, 27, 9, 0, tzinfo=timezone.utc),
+        expires_at=datetime(2026, 2, 27, 10, 0, tzinfo=UTC),
+        issued_at=datetime(2026, 2, 27, 9, 0, tzinfo=UTC),
         external_user_id="user_42",
         external_organization_id="org_7",
         allowed_operations=("read", "write"),
@@ -63,7 +63,7 @@ def test_decode_without_optional_claims_uses_defaults() -> None:
 
 def test_decode_accepts_fractional_exp() -> None:
     decoded = SessionToken.decode(make_token(JTI, exp=EXP + 0.5))  # type: ignore[arg-type]
-    assert decoded.expires_at == datetime(2026, 2, 27, 10, 0, 0, 500000, tzinfo=timezone.utc)
+    assert decoded.expires_at == datetime(2026, 2, 27, 10, 0, 0, 500000, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("token", "fragment"), MALFORMED_TOKENS)

@@ -11,7 +11,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 USER_SUITE = """
-import httpx
+import httpx2
 import pytest
 
 from billingos import AsyncBillingOS, BillingOS, QuotaExceededError
@@ -54,7 +54,7 @@ def test_url(billingos_fake, plan, billingos_url):
     assert billingos_url.startswith("http://127.0.0.1:")
     auth = {"Authorization": "Bearer " + billingos_fake.secret_key}
     query = {"customer_id": "user_42", "feature_key": "sso"}
-    check = httpx.get(billingos_url + "/v1/usage/check", params=query, headers=auth)
+    check = httpx2.get(billingos_url + "/v1/usage/check", params=query, headers=auth)
     assert check.json()["has_access"] is True
     with BillingOS(billingos_fake.secret_key, api_url=billingos_url) as billing:
         assert billing.entitlements.check("user_42", "exports").remaining == 2

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 import billingos._recorder as recorder_module
@@ -103,13 +103,13 @@ async def test_an_unexpected_exception_below_dead_letters_the_call_and_the_recor
     dead letter marked possibly counted (nobody knows how far it got), and later calls still go out."""
     seen: list[str] = []  # paths of the requests the transport got
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request.url.path)
         if len(seen) == 1:
             raise ZeroDivisionError("a bug in a custom transport")
-        return httpx.Response(201, json=track_json())
+        return httpx2.Response(201, json=track_json())
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
     delivered: list[Any] = []
     async with (
         http,

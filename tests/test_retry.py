@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -51,7 +51,7 @@ class Op:
     call: Callable[..., Awaitable[Any]]
 
     @property
-    def ok(self) -> httpx.Response:
+    def ok(self) -> httpx2.Response:
         """A fresh success response."""
         return _ok(self.ok_status, self.ok_payload)
 
@@ -59,8 +59,8 @@ class Op:
         return router.route(method=self.method, path=self.path)
 
 
-def _ok(status: int, payload: Any = None) -> httpx.Response:
-    return httpx.Response(status) if payload is None else httpx.Response(status, json=payload)
+def _ok(status: int, payload: Any = None) -> httpx2.Response:
+    return httpx2.Response(status) if payload is None else httpx2.Response(status, json=payload)
 
 
 CHECK_JSON = {"feature_key": "api_calls", "has_access": True, "limit": None, "usage": None, "metadata": None}
@@ -144,7 +144,7 @@ def _ids(ops: list[Op]) -> list[str]:
     return [op.name for op in ops]
 
 
-def _status(status: int, **headers: str) -> httpx.Response:
+def _status(status: int, **headers: str) -> httpx2.Response:
     codes = {
         429: "RATE_LIMIT_EXCEEDED",
         500: "SYS_INTERNAL_ERROR",
@@ -153,7 +153,7 @@ def _status(status: int, **headers: str) -> httpx.Response:
         504: "SYS_TIMEOUT",
     }
     code = codes.get(status, "VAL_INVALID_INPUT")
-    return httpx.Response(status, json=error_body(status, code, f"status {status}"), headers=headers)
+    return httpx2.Response(status, json=error_body(status, code, f"status {status}"), headers=headers)
 
 
 def _recording_policy(sleeps: list[float], **fields: Any) -> RetryPolicy:
@@ -163,12 +163,12 @@ def _recording_policy(sleeps: list[float], **fields: Any) -> RetryPolicy:
     return RetryPolicy(sleep=record, **fields)
 
 
-CONNECT_FAILURES = [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
+CONNECT_FAILURES = [httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout]
 AMBIGUOUS_FAILURES: list[Callable[[], Any]] = [
-    lambda: httpx.ReadTimeout("read timed out"),
-    lambda: httpx.ReadError("connection reset"),
-    lambda: httpx.RemoteProtocolError("server disconnected"),
-    lambda: httpx.WriteError("broken pipe"),
+    lambda: httpx2.ReadTimeout("read timed out"),
+    lambda: httpx2.ReadError("connection reset"),
+    lambda: httpx2.RemoteProtocolError("server disconnected"),
+    lambda: httpx2.WriteError("broken pipe"),
     lambda: _status(500),
     lambda: _status(502),
     lambda: _status(503),
@@ -352,7 +352,7 @@ async def test_track_sends_the_same_idempotency_key_and_request_id_on_every_atte
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
     route = TRACK.route(router).mock(
-        side_effect=[_status(503), httpx.ReadError("lost"), httpx.ConnectError("refused"), TRACK.ok]
+        side_effect=[_status(503), httpx2.ReadError("lost"), httpx2.ConnectError("refused"), TRACK.ok]
     )
     record = await TRACK.call(billing)
     requests = [call.request for call in route.calls]
@@ -420,7 +420,7 @@ async def test_a_success_on_the_last_allowed_retry_is_returned(
 async def test_max_retries_zero_on_the_client_disables_retries(
     router: respx.MockRouter, policy: RetryPolicy, sleeps: list[float]
 ) -> None:
-    route = GET.route(router).mock(side_effect=[httpx.ConnectError("refused"), GET.ok])
+    route = GET.route(router).mock(side_effect=[httpx2.ConnectError("refused"), GET.ok])
     async with AsyncBillingOS(SECRET, api_url=BASE_URL, max_retries=0, retry_policy=policy) as billing:
         with pytest.raises(NetworkError):
             await GET.call(billing)
@@ -440,7 +440,7 @@ async def test_per_call_max_retries_overrides_the_clients_lower(
 async def test_per_call_max_retries_zero_disables_even_connect_retries(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    route = GET.route(router).mock(side_effect=[httpx.ConnectError("refused"), GET.ok])
+    route = GET.route(router).mock(side_effect=[httpx2.ConnectError("refused"), GET.ok])
     with pytest.raises(NetworkError):
         await GET.call(billing, max_retries=0)
     assert route.call_count == 1
@@ -527,7 +527,7 @@ async def test_backoff_doubles_per_retry_and_is_capped_at_8_seconds(
 async def test_delete_whose_lost_first_attempt_is_answered_404_on_retry_succeeds(
     billing: AsyncBillingOS, router: respx.MockRouter, op: Op
 ) -> None:
-    route = op.route(router).mock(side_effect=[httpx.ReadError("lost"), _not_found()])
+    route = op.route(router).mock(side_effect=[httpx2.ReadError("lost"), _not_found()])
     assert await op.call(billing) is None
     assert route.call_count == 2
 
@@ -544,7 +544,7 @@ async def test_delete_answered_404_on_the_first_attempt_raises_not_found(
 
 @pytest.mark.parametrize(
     "first",
-    [lambda: _status(429, **{"Retry-After": "0"}), lambda: httpx.ConnectError("refused")],
+    [lambda: _status(429, **{"Retry-After": "0"}), lambda: httpx2.ConnectError("refused")],
     ids=["429", "ConnectError"],
 )
 @pytest.mark.parametrize("op", [DELETE, REVOKE], ids=_ids([DELETE, REVOKE]))
@@ -559,8 +559,8 @@ async def test_delete_404_after_a_first_attempt_that_never_ran_raises_not_found(
     assert route.call_count == 2
 
 
-def _not_found() -> httpx.Response:
-    return httpx.Response(404, json=error_body(404, "RES_NOT_FOUND", "Not found"))
+def _not_found() -> httpx2.Response:
+    return httpx2.Response(404, json=error_body(404, "RES_NOT_FOUND", "Not found"))
 
 
 # -- cancellation --------------------------------------------------------------------------------
@@ -658,9 +658,9 @@ async def test_task_cancel_while_a_retry_is_in_flight_is_not_retried(
     in_flight = anyio.Event()
     release = anyio.Event()
     answers = iter([_status(503), None, GET.ok])
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    async def respond(request: httpx.Request) -> httpx.Response:
+    async def respond(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         answer = next(answers)
         if answer is not None:
@@ -682,15 +682,15 @@ async def test_task_cancel_while_a_retry_is_in_flight_is_not_retried(
 
 def test_keyboard_interrupt_from_the_transport_propagates_and_is_not_retried() -> None:
     # Run on a private loop in a thread: a KeyboardInterrupt escaping pytest's own loop would end the run.
-    calls: list[httpx.Request] = []
+    calls: list[httpx2.Request] = []
     outcome: list[BaseException | str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         calls.append(request)
         raise KeyboardInterrupt
 
     async def main() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
             billing = AsyncBillingOS(SECRET, api_url=BASE_URL, http_client=http)
             await billing.customers.get("c1")
 
@@ -762,7 +762,7 @@ def test_parse_retry_after_negative_seconds_never_wait_a_negative_time() -> None
 async def test_read_timeouts_that_exhaust_the_retries_raise_request_timeout_error(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    route = GET.route(router).mock(side_effect=httpx.ReadTimeout("slow"))
+    route = GET.route(router).mock(side_effect=httpx2.ReadTimeout("slow"))
     with pytest.raises(RequestTimeoutError):
         await GET.call(billing)
     assert route.call_count == 4

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -66,8 +66,8 @@ def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[BaseExcep
     return thread, outcome
 
 
-def customer_handler(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json=customer_json(id=request.url.path.rsplit("/", 1)[-1]))
+def customer_handler(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, json=customer_json(id=request.url.path.rsplit("/", 1)[-1]))
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ class ChildOs:
 
 
 @pytest.fixture
-def http_client() -> Iterator[httpx.AsyncClient]:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(customer_handler))
+def http_client() -> Iterator[httpx2.AsyncClient]:
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(customer_handler))
     yield client
     asyncio.run(client.aclose())
 
@@ -102,8 +102,10 @@ def http_client() -> Iterator[httpx.AsyncClient]:
 
 def test_a_blocking_httpx_client_is_refused_with_a_message_saying_why() -> None:
     with (
-        httpx.Client() as blocking,
-        pytest.raises(ValidationError, match=r"takes an httpx\.AsyncClient") as caught,
+        httpx2.Client() as blocking,
+        pytest.raises(
+            ValidationError, match=r"takes an httpx2\.AsyncClient, not the blocking httpx2\.Client"
+        ) as caught,
     ):
         BillingOS(SECRET, api_url=BASE_URL, http_client=blocking)  # type: ignore[arg-type]
     assert caught.value.code == "invalid_argument"
@@ -326,8 +328,8 @@ def test_a_call_cancelled_on_the_loop_raises_cancelled_error_and_the_facade_goes
     the caller sees the cancellation as it is, not ``client_closed``, and the next call works."""
     router.get("/customers/c1").mock(
         side_effect=[
-            httpx.Response(503, json=error_body(503, "SYS_UNAVAILABLE", "down")),
-            httpx.Response(200, json=customer_json(id="c1")),
+            httpx2.Response(503, json=error_body(503, "SYS_UNAVAILABLE", "down")),
+            httpx2.Response(200, json=customer_json(id="c1")),
         ]
     )
 
@@ -349,7 +351,7 @@ def test_a_call_cancelled_on_the_loop_raises_cancelled_error_and_the_facade_goes
 
 @pytest.mark.usefixtures("own_runners")
 def test_in_a_forked_child_an_own_http_client_is_refused_and_the_parents_loop_is_left_alone(
-    http_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    http_client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     billing = BillingOS(SECRET, api_url=BASE_URL, http_client=http_client, max_retries=0)
     assert billing.customers.get("before").id == "before"  # the parent's loop runs

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing.__main__ import build_parser
@@ -94,7 +94,7 @@ def test_serves_the_seeded_sandbox_until_a_signal(sandboxes: list[Sandbox], sig:
     assert f"curl -s -H 'Authorization: Bearer {key}' '{url}/v1/usage/check?customer_id=user_1" in banner
     assert f"export BILLINGOS_API_URL={url} BILLINGOS_SECRET_KEY={key}" in banner
     auth = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=url, headers=auth, timeout=10) as http:
+    with httpx2.Client(base_url=url, headers=auth, timeout=10) as http:
         check = http.get("/v1/usage/check", params={"customer_id": "user_1", "feature_key": "api_calls"})
         assert check.status_code == 200
         assert check.json()["has_access"] is True
@@ -123,7 +123,7 @@ def test_no_rate_limits_switches_throttling_off(sandboxes: list[Sandbox]) -> Non
     sandbox, banner, url, key = start(sandboxes, "--port", "0", "--no-rate-limits", "--host", "127.0.0.1")
 
     assert "rate limits  off" in banner
-    response = httpx.get(f"{url}/customers", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response = httpx2.get(f"{url}/customers", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert response.status_code == 200
     assert "x-ratelimit-limit" not in response.headers
     sandbox.proc.send_signal(signal.SIGINT)

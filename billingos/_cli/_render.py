@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -132,15 +132,15 @@ def n(value: float | None) -> str:
 
 def iso(when: datetime | None) -> str | None:
     """An aware datetime as ISO-8601 in UTC, to the second."""
-    return None if when is None else when.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return None if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _day(when: datetime | None) -> str:
-    return "-" if when is None else when.astimezone(timezone.utc).date().isoformat()
+    return "-" if when is None else when.astimezone(UTC).date().isoformat()
 
 
 def _expiry(when: datetime) -> str:
-    seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    seconds = (when - datetime.now(UTC)).total_seconds()
     if seconds <= 0:
         return "expired"
     if seconds < 120:

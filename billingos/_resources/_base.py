@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, Unpack
 
 import attrs
 
 from .. import _validate as check
 from .._http import Requester, RequestOptions
 from .._models import Page
-
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # typing_extensions comes with cattrs and anyio on 3.10
-    from typing_extensions import Unpack
 
 __all__ = ["AsyncPaginator", "RequestOptions", "Resource", "Unpack"]
 

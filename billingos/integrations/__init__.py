@@ -19,7 +19,7 @@ Every error body the integrations produce has FastAPI's shape, ``{"detail": {"er
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .._models import Entitlement, SessionToken
@@ -35,7 +35,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 def _iso_utc(moment: datetime) -> str:
     """``moment`` as JavaScript's ``Date.toISOString()`` writes it: ``2025-01-31T12:00:00.000Z``."""
-    utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 

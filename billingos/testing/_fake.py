@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 
 from .._client import AsyncBillingOS
 from .._sync import BillingOS
@@ -187,13 +187,13 @@ class FakeBillingOS:
 
     # -- connecting --------------------------------------------------------------------------
 
-    def transport(self) -> httpx.AsyncBaseTransport:
+    def transport(self) -> httpx2.AsyncBaseTransport:
         """An in-process httpx transport to this server (no sockets)."""
         return _InProcessTransport(self._app)
 
-    def async_http_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` wired to this server in-process (for ``http_client=``)."""
-        return httpx.AsyncClient(transport=self.transport(), base_url="http://billingos.fake", **kwargs)
+    def async_http_client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        """An ``httpx2.AsyncClient`` wired to this server in-process (for ``http_client=``)."""
+        return httpx2.AsyncClient(transport=self.transport(), base_url="http://billingos.fake", **kwargs)
 
     def client(self, **kwargs: Any) -> AsyncBillingOS:
         """An ``AsyncBillingOS`` talking to this server in-process. Close it (``async with``)."""
@@ -219,13 +219,13 @@ class FakeBillingOS:
             yield url
 
 
-class _InProcessTransport(httpx.AsyncBaseTransport):
+class _InProcessTransport(httpx2.AsyncBaseTransport):
     """httpx's ASGI transport, with the fake's dropped connections surfacing as they would on a socket."""
 
     def __init__(self, app: BillingOSApp) -> None:
-        self._inner = httpx.ASGITransport(app=app)
+        self._inner = httpx2.ASGITransport(app=app)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         # httpx's ASGITransport ignores timeouts; enforce the read timeout as a socket would, so a
         # Fault.delay longer than the client's timeout raises RequestTimeoutError in-process too.
         # (Unlike a real server, the timed-out request is then not processed at all.)
@@ -234,11 +234,11 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
             with anyio.fail_after(read_timeout):
                 return await self._inner.handle_async_request(request)
         except TimeoutError:
-            raise httpx.ReadTimeout(
+            raise httpx2.ReadTimeout(
                 "The fake did not answer within the read timeout.", request=request
             ) from None
         except DropConnection:
-            raise httpx.RemoteProtocolError(
+            raise httpx2.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             ) from None
 

@@ -17,7 +17,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
@@ -159,7 +159,7 @@ class Store:
         self.idempotency: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     # -- seeding -----------------------------------------------------------------------------
 

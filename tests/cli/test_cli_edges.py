@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -132,7 +132,7 @@ def test_to_json_refuses_what_json_cannot_carry_and_writes_enums_and_datetimes()
     class Plain(Enum):
         PRO = "pro"
 
-    when = datetime(2026, 3, 1, 12, 0, 0, 500, tzinfo=timezone.utc)
+    when = datetime(2026, 3, 1, 12, 0, 0, 500, tzinfo=UTC)
     assert json.loads(render.to_json({"when": when})) == {"when": "2026-03-01T12:00:00+00:00"}
     assert render._json_default(Plain.PRO) == "pro"  # what converter.unstructure would leave
     with pytest.raises(TypeError, match="object is not JSON serializable"):

@@ -6,7 +6,7 @@ Each test checks what the client returned *and* what the server recorded or now 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -90,8 +90,8 @@ async def test_session_token_expiry_is_read_from_the_token(mount, policy) -> Non
     async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:
         token = await billing.session_tokens.create("user_1")  # the wire's expiresAt is {}
 
-    assert token.issued_at == datetime.fromtimestamp(now, timezone.utc)
-    assert token.expires_at == datetime.fromtimestamp(now + 3600, timezone.utc)  # the server's default
+    assert token.issued_at == datetime.fromtimestamp(now, UTC)
+    assert token.expires_at == datetime.fromtimestamp(now + 3600, UTC)  # the server's default
     assert fake.requests_to(TOKENS)[0].json == {"externalUserId": "user_1"}  # no None sent
     assert SessionToken.decode(token.session_token) == token
 

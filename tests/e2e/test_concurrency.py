@@ -8,7 +8,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from billingos import AsyncBillingOS, BillingOS, UsageRecord
@@ -134,22 +134,24 @@ def test_sync_facade_from_8_threads_with_lost_responses(
 async def test_cancelled_calls_do_not_strand_pooled_connections(
     fake: FakeBillingOS, url: str, policy, big_customer: str
 ) -> None:
-    """Callers cancelled mid-request (a web handler's client went away) leave the pool usable: the
-    exchanges finish detached, and the server counts each track exactly once."""
+    """Callers cancelled mid-request (a web handler's client went away) leave the pool usable, and the
+    server counts each track it received exactly once (how many of the four waiting for a connection got
+    one before their cancellation arrived is a race: none to all)."""
     fake.inject(TRACK, Fault.delay(0.2), times=6)
-    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    limits = httpx2.Limits(max_connections=2, max_keepalive_connections=2)
     async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy, limits=limits) as billing:
         async with anyio.create_task_group() as group:
             for _ in range(6):
                 group.start_soon(billing.usage.track, big_customer, "api_calls", 1)
-            await anyio.sleep(0.05)
+            await wait_for_requests(fake, TRACK, 2)  # both connections are carrying a track
             group.cancel_scope.cancel()
-        await wait_for_requests(fake, TRACK, 6)
         record = await billing.usage.track(big_customer, "api_calls", 1, timeout=2)
+    received = len(fake.requests_to(TRACK))
+    assert 3 <= received <= 7
     assert record.usage is not None
-    assert record.usage.consumed_units == 7
-    assert fake.usage_of(big_customer, "api_calls") == 7
-    assert len(fake.requests_to(TRACK)) == 7
+    # The server finishes a request whose client went away: each one it received is counted once.
+    assert record.usage.consumed_units == received
+    assert fake.usage_of(big_customer, "api_calls") == received
 
 
 async def test_sync_facade_called_from_a_running_event_loop(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from billingos import AsyncBillingOS, BillingOS, NetworkError
@@ -40,9 +40,9 @@ def test_sync_client_against_fake_serve() -> None:
 def test_serve_stops_listening_on_exit() -> None:
     fake = FakeBillingOS(rate_limits=None)
     with fake.serve() as url:
-        assert httpx.get(url + "/customers").status_code == 401  # no key
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(url + "/customers")
+        assert httpx2.get(url + "/customers").status_code == 401  # no key
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(url + "/customers")
 
 
 async def test_client_after_the_server_stopped_gets_network_error() -> None:

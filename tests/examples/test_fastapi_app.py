@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from types import ModuleType
 
-import httpx
+import httpx2
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -17,11 +17,11 @@ from .conftest import USER_1, USER_2, USER_3, Sandbox
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def running(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
     """The app started (its lifespan opens the BillingOS client), and an httpx client talking to it."""
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        transport = httpx2.ASGITransport(app=manager.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
             yield http
 
 

@@ -23,7 +23,7 @@ from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
-import httpx
+import httpx2
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
 
@@ -111,7 +111,7 @@ class Canned:
 
     def __init__(self) -> None:
         self.script: list[Answer] = []
-        self.requests: list[httpx.Request] = []
+        self.requests: list[httpx2.Request] = []
         self.last: Answer | None = None
 
     def reset(self, *script: Answer) -> None:
@@ -119,7 +119,7 @@ class Canned:
         self.requests = []
         self.last = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         index = min(len(self.requests), len(self.script) - 1)
         self.requests.append(request)
         answer = self.script[index]
@@ -127,18 +127,21 @@ class Canned:
         if isinstance(answer, Exception):
             raise answer
         # A stream, not content=: httpx decodes a content-encoding when the SDK reads the body, not here.
-        return httpx.Response(
-            answer.status, headers=list(answer.headers), stream=httpx.ByteStream(answer.body), request=request
+        return httpx2.Response(
+            answer.status,
+            headers=list(answer.headers),
+            stream=httpx2.ByteStream(answer.body),
+            request=request,
         )
 
 
 @contextmanager
-def canned_http() -> Iterator[tuple[Canned, httpx.AsyncClient]]:
+def canned_http() -> Iterator[tuple[Canned, httpx2.AsyncClient]]:
     canned = Canned()
-    yield canned, httpx.AsyncClient(transport=httpx.MockTransport(canned))
+    yield canned, httpx2.AsyncClient(transport=httpx2.MockTransport(canned))
 
 
-def make_client(http: httpx.AsyncClient, **kwargs: Any) -> AsyncBillingOS:
+def make_client(http: httpx2.AsyncClient, **kwargs: Any) -> AsyncBillingOS:
     kwargs.setdefault("max_retries", 2)
     kwargs.setdefault("retry_policy", NO_SLEEP)
     return AsyncBillingOS(SECRET, api_url=BASE_URL, http_client=http, **kwargs)
@@ -840,20 +843,20 @@ def headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
 
 TRANSPORT_ERRORS = st.sampled_from(
     [
-        httpx.ConnectError("refused"),
-        httpx.ConnectTimeout("connect"),
-        httpx.ReadTimeout("read"),
-        httpx.WriteTimeout("write"),
-        httpx.PoolTimeout("pool"),
-        httpx.ReadError("reset"),
-        httpx.WriteError("broken pipe"),
-        httpx.RemoteProtocolError("Server disconnected without sending a response."),
-        httpx.LocalProtocolError("bad"),
-        httpx.ProxyError("proxy"),
-        httpx.UnsupportedProtocol("gopher"),
-        httpx.DecodingError("bad gzip"),
-        httpx.NetworkError(""),
-        httpx.TimeoutException(""),
+        httpx2.ConnectError("refused"),
+        httpx2.ConnectTimeout("connect"),
+        httpx2.ReadTimeout("read"),
+        httpx2.WriteTimeout("write"),
+        httpx2.PoolTimeout("pool"),
+        httpx2.ReadError("reset"),
+        httpx2.WriteError("broken pipe"),
+        httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx2.LocalProtocolError("bad"),
+        httpx2.ProxyError("proxy"),
+        httpx2.UnsupportedProtocol("gopher"),
+        httpx2.DecodingError("bad gzip"),
+        httpx2.NetworkError(""),
+        httpx2.TimeoutException(""),
     ]
 )
 

@@ -10,7 +10,7 @@ against a transport that answers a valid body. Exactly one of two things must ha
   exactly the ids given, and whose body is strict JSON (no NaN) holding exactly the values given.
 
 Never a ``TypeError``, ``ValueError``, ``UnicodeEncodeError``, ``RecursionError``, ``OverflowError`` or
-``httpx.InvalidURL``. Deliberately accepted (and checked to round-trip unchanged): any non-blank id or
+``httpx2.InvalidURL``. Deliberately accepted (and checked to round-trip unchanged): any non-blank id or
 key, with spaces, NUL, control characters, slashes, dots, ``%`` and any Unicode (each is one
 percent-encoded path segment or query value); ids up to the 64 kB URL limit of httpx; fractional and
 very large (finite) quantities; ``None`` and nested values in metadata; nested metadata keys that JSON
@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import attrs
-import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -206,7 +206,7 @@ OPTIONS: P = (
         {},
         optional={
             "timeout": st.one_of(
-                st.none(), st.floats(min_value=0.001, max_value=60), st.just(httpx.Timeout(5.0))
+                st.none(), st.floats(min_value=0.001, max_value=60), st.just(httpx2.Timeout(5.0))
             ),
             "max_retries": st.one_of(st.none(), st.integers(0, 5)),
             "extra_headers": st.one_of(
@@ -224,7 +224,7 @@ OPTIONS: P = (
         optional={
             "timeout": st.one_of(
                 st.builds(
-                    httpx.Timeout, st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
+                    httpx2.Timeout, st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
                 ),
                 ANY_VALUE.filter(
                     lambda v: not (isinstance(v, int) and abs(v) > 10**300)
@@ -593,7 +593,7 @@ def _refuse_constant(name: str) -> Any:
     raise AssertionError(f"the SDK sent the non-JSON number {name}")
 
 
-def _assert_sent_as_expected(request: httpx.Request, expected: Expected, kwargs: Kwargs) -> None:
+def _assert_sent_as_expected(request: httpx2.Request, expected: Expected, kwargs: Kwargs) -> None:
     assert request.method == expected.method
     raw = request.url.raw_path.decode("ascii")  # everything is percent-encoded: pure ASCII
     path, _, query = raw.partition("?")

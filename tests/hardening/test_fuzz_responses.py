@@ -38,7 +38,7 @@ from billingos import (
     ServerError,
     ValidationError,
 )
-from billingos._http import _decode, error_from_response
+from billingos._http import _Call, _decode, error_from_response
 
 from ._fuzz import (
     ENDPOINTS,
@@ -187,9 +187,9 @@ def test_any_response_through_the_entitlement_cache_is_an_entitlement_or_a_billi
 def test_error_from_response_maps_any_body_to_a_billingos_error(
     status: int, body: bytes, request_id: str
 ) -> None:
-    import httpx
+    import httpx2
 
-    response = httpx.Response(status, content=body, request=httpx.Request("GET", "https://x.test/p"))
+    response = httpx2.Response(status, content=body, request=httpx2.Request("GET", "https://x.test/p"))
     exc = error_from_response(response, request_id)
     assert isinstance(exc, BillingOSError)
     assert exc.status_code == status
@@ -204,11 +204,12 @@ def test_error_from_response_maps_any_body_to_a_billingos_error(
 )
 def test_bodies_that_break_the_json_reader_are_decode_errors(body: bytes) -> None:
     """Regression: a deeply nested body raised ``RecursionError`` out of every call (json.loads)."""
-    import httpx
+    import httpx2
 
-    request = httpx.Request("GET", "https://x.test/customers/c1")
+    request = httpx2.Request("GET", "https://x.test/customers/c1")
+    call = _Call("GET", "/customers/c1", str(request.url), request.headers, None, httpx2.Timeout(5), "req_1")
     with pytest.raises(ResponseDecodeError, match="not JSON"):
-        _decode(httpx.Response(200, content=body, request=request), "req_1", lambda data: data)
-    error = error_from_response(httpx.Response(404, content=body, request=request), "req_1")
+        _decode(httpx2.Response(200, content=body, request=request), call, lambda data: data)
+    error = error_from_response(httpx2.Response(404, content=body, request=request), "req_1")
     assert type(error) is NotFoundError
     assert "no JSON error body" in error.message

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import pytest
 
 import billingos
@@ -52,7 +52,7 @@ from billingos import (
 from billingos.testing import FakeBillingOS, Fault
 
 SDK_DIR = str(Path(billingos.__file__).parent)
-THIRD_PARTY = ("httpx", "httpcore", "h11", "anyio", "tenacity")
+THIRD_PARTY = ("httpx2", "httpcore2", "h11", "anyio", "tenacity")
 USER, FEATURE, PRICE = "user_1", "api_calls", "price_pro"
 
 
@@ -165,7 +165,7 @@ def all_logs_at_debug() -> Iterator[Collect]:
     """Every logger (billingos, httpx, httpcore, asyncio, uvicorn, ...) at DEBUG into one handler."""
     handler = Collect()
     root = logging.getLogger()
-    names = ["billingos", "httpx", "httpcore", "asyncio", "uvicorn", "uvicorn.error"]
+    names = ["billingos", "httpx2", "httpcore2", "asyncio", "uvicorn", "uvicorn.error"]
     levels = {name: logging.getLogger(name).level for name in names}
     old_root = root.level
     root.addHandler(handler)
@@ -196,10 +196,10 @@ def audit_records(audit: Audit, handler: Collect) -> None:
 
 # -- the object graph ---------------------------------------------------------------------------
 
-_WALKED_MODULES = ("billingos", "httpx", "httpcore", "tests.hardening")
+_WALKED_MODULES = ("billingos", "httpx2", "httpcore2", "tests.hardening")
 _RAW_HOLDERS_ALLOWED = {
     "billingos._config.SecretKey",  # the one place the key is kept as text; repr/str are masked
-    "httpx.Headers",  # the Authorization header of the requester and of requests; repr is masked
+    "httpx2.Headers",  # the Authorization header of the requester and of requests; repr is masked
 }
 
 
@@ -233,7 +233,7 @@ def audit_graph(audit: Audit, root: object, where: str, raw_secrets: list[str]) 
     """Walk from ``root``; check repr/str/vars of every SDK object; return the types holding a raw secret.
 
     Containers (dicts, lists, ...) are checked when an SDK object owns them; inside httpx and httpcore
-    objects only their own ``repr`` counts (httpx.Headers keeps the raw header in ``_list``, and masks
+    objects only their own ``repr`` counts (httpx2.Headers keeps the raw header in ``_list``, and masks
     it in its repr).
     """
     holders: set[str] = set()
@@ -407,10 +407,10 @@ async def revoke_twice(world: World) -> Any:
 
 
 async def transport_exception(world: World) -> Any:
-    def explode(request: httpx.Request) -> httpx.Response:
-        raise httpx.ProxyError(f"proxy said no to {request.url}")
+    def explode(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ProxyError(f"proxy said no to {request.url}")
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(explode))
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(explode))
     world.keep.append(http)
     async with http, _client(world, http_client=http, max_retries=1) as billing:
         return await billing.customers.get("c1")
@@ -424,10 +424,10 @@ async def token_response_not_decodable(world: World) -> Any:
     broken = f"{head}.{signature[:-1]}"  # 63 hex characters: "not 64 hex characters"
     world.secrets.add(broken, secret_part=broken[len("bos_session_") :])
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(201, json={"sessionToken": broken, "expiresAt": {}}, request=request)
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(201, json={"sessionToken": broken, "expiresAt": {}}, request=request)
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
     world.keep.append(http)
     async with http, _client(world, http_client=http) as billing:
         return await billing.session_tokens.create(USER)
@@ -540,7 +540,7 @@ async def test_no_secret_in_logs_exceptions_tracebacks_or_the_client_graph(
     with all_logs_at_debug() as handler:
         try:
             await scenario(world)
-        except (BillingOSError, asyncio.CancelledError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BillingOSError, asyncio.CancelledError) as exc:
             raised = exc
         await asyncio.sleep(0)
     assert raised is not None, "every scenario ends in a failure"

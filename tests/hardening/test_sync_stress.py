@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 import trio.lowlevel
@@ -115,7 +115,7 @@ def describe_latency(latencies: list[float], elapsed: float) -> str:
 
 
 class MiniBillingOS:
-    """Just enough of BillingOS for the thread stress, as an ``httpx.MockTransport`` handler: it sums tracks
+    """Just enough of BillingOS for the thread stress, as an ``httpx2.MockTransport`` handler: it sums tracks
     (one count per idempotency key) and answers customer lookups. 16 000 calls through the embedded server's
     full ASGI stack take ~9 s (~18 s under coverage); the facade under test is the same either way."""
 
@@ -125,7 +125,7 @@ class MiniBillingOS:
         self.keys: set[str] = set()
         self.tracks = 0
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         headers = {"x-request-id": request.headers["x-request-id"]}
         if request.method == "POST" and request.url.path == "/v1/usage/track":
             body = json.loads(request.content)
@@ -142,12 +142,12 @@ class MiniBillingOS:
                 "quantity": body["quantity"],
                 "usage": usage,
             }
-            return httpx.Response(201, json=answer, headers=headers)
+            return httpx2.Response(201, json=answer, headers=headers)
         prefix = "/customers/external/"
         if request.method == "GET" and request.url.path.startswith(prefix):
             external_id = request.url.path[len(prefix) :]
-            return httpx.Response(200, json=customer_json(external_id=external_id), headers=headers)
-        return httpx.Response(
+            return httpx2.Response(200, json=customer_json(external_id=external_id), headers=headers)
+        return httpx2.Response(
             404, json={"error": {"code": "RES_NOT_FOUND", "message": "no"}}, headers=headers
         )
 
@@ -155,7 +155,7 @@ class MiniBillingOS:
 def test_32_threads_x_500_calls_on_one_client_all_correct(figure) -> None:
     """16 000 calls on one BillingOS from 32 threads, each result checked against the caller's own request."""
     api = MiniBillingOS()
-    http_client = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(api))
     threads_before = set(threading.enumerate())
     started = time.monotonic()
     with BillingOS(SECRET, api_url=BASE_URL, http_client=http_client) as billing:

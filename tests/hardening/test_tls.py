@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +50,7 @@ from billingos import (
     RetryPolicy,
 )
 from billingos import ValidationError as SDKValidationError
-from billingos._http import _ssl_context
+from billingos._transport import ssl_context as _ssl_context
 from billingos.testing import FakeBillingOS
 
 from .conftest import serve_counted
@@ -198,11 +198,11 @@ def test_the_sdks_own_clients_verify_certificates_and_host_names() -> None:
     async def contexts() -> list[ssl.SSLContext]:
         found = []
         async with AsyncBillingOS(LIVE) as billing:
-            found.append(billing._requester.transport.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
+            found.append(billing._requester.transport.backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
             copy = billing.with_options(timeout=1)
-            found.append(copy._requester.transport.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
+            found.append(copy._requester.transport.backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
         async with AsyncBillingOS(LIVE, http_backend="aiohttp") as billing:
-            found.append(billing._requester.transport.client._transport._ssl_context)  # type: ignore[attr-defined]
+            found.append(billing._requester.transport.backend._ssl_context)  # type: ignore[attr-defined]
         return found
 
     assert all(c is context for c in asyncio.run(contexts()))
@@ -267,7 +267,7 @@ def test_your_own_http_client_can_trust_a_private_ca(pki: PKI) -> None:
     trusting = ssl.create_default_context(cafile=str(pki.ca))
 
     async def call() -> float:
-        http_client = httpx.AsyncClient(verify=trusting)
+        http_client = httpx2.AsyncClient(verify=trusting)
         async with AsyncBillingOS(
             fake.secret_key, api_url=f"https://localhost:{port}", http_client=http_client
         ) as b:
@@ -279,7 +279,7 @@ def test_your_own_http_client_can_trust_a_private_ca(pki: PKI) -> None:
 
     with serve_tls(fake.app, pki.server) as port:
         assert asyncio.run(call()) == 2
-        http_client = httpx.AsyncClient(verify=trusting)
+        http_client = httpx2.AsyncClient(verify=trusting)
         with BillingOS(
             fake.secret_key, api_url=f"https://127.0.0.1:{port}", http_client=http_client
         ) as billing:
@@ -414,7 +414,7 @@ def test_a_live_key_is_refused_for_plain_http_off_loopback_from_every_source(
         lambda: BillingOS(LIVE, api_url=url),
         lambda: AsyncBillingOS(LIVE, api_url=url, http_backend="aiohttp"),
         lambda: AsyncBillingOS(
-            LIVE, api_url=url, http_client=httpx.AsyncClient(transport=httpx.MockTransport(str))
+            LIVE, api_url=url, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(str))
         ),
     ):
         with pytest.raises(SDKValidationError) as caught:
@@ -428,16 +428,16 @@ def test_a_live_key_is_refused_for_plain_http_off_loopback_from_every_source(
         BillingOS()
 
 
-def sent_to(key: str, url: str) -> httpx.URL:
+def sent_to(key: str, url: str) -> httpx2.URL:
     """The URL the SDK actually sends a request to, for a client built with ``api_url=url``."""
-    captured: list[httpx.URL] = []
+    captured: list[httpx2.URL] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         captured.append(request.url)
-        return httpx.Response(200, json={"metrics": [], "customer_id": "u"})
+        return httpx2.Response(200, json={"metrics": [], "customer_id": "u"})
 
     async def call() -> None:
-        http_client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
         async with AsyncBillingOS(key, api_url=url, http_client=http_client, max_retries=0) as billing:
             await billing.usage.metrics("u")
         await http_client.aclose()
@@ -539,7 +539,7 @@ def test_with_your_own_redirect_following_client_the_key_still_never_reaches_ano
         with serve_counted(redirecting) as (url, _):
 
             async def call() -> None:
-                http_client = httpx.AsyncClient(follow_redirects=True)
+                http_client = httpx2.AsyncClient(follow_redirects=True)
                 async with AsyncBillingOS(LIVE, api_url=url, http_client=http_client, max_retries=0) as b:
                     with contextlib.suppress(BillingOSError):  # followed or not: what matters is below
                         await b.usage.track("user_42", "api_calls", 1)
@@ -556,7 +556,7 @@ def test_a_redirect_is_an_error_even_with_your_own_redirect_following_client() -
         with serve_counted(redirecting) as (url, _):
 
             async def call() -> BillingOSError | None:
-                http_client = httpx.AsyncClient(follow_redirects=True)
+                http_client = httpx2.AsyncClient(follow_redirects=True)
                 try:
                     async with AsyncBillingOS(LIVE, api_url=url, http_client=http_client, max_retries=0) as b:
                         await b.usage.metrics("user_42")
@@ -579,7 +579,7 @@ def test_your_clients_base_url_and_authorization_header_are_ignored() -> None:
     with serve_counted(collector) as (elsewhere, _), serve_counted(fake.app) as (url, server):
 
         async def call() -> None:
-            http_client = httpx.AsyncClient(
+            http_client = httpx2.AsyncClient(
                 base_url=elsewhere, headers={"Authorization": "Bearer sk_live_other"}
             )
             async with AsyncBillingOS(fake.secret_key, api_url=url, http_client=http_client) as billing:

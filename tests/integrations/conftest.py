@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from asgi_lifespan import LifespanManager
 
@@ -53,7 +53,7 @@ async def make_client(fake: FakeBillingOS) -> AsyncIterator[ClientFactory]:
     The httpx clients it hands the SDK (which never closes an ``http_client`` it was given) are closed
     at teardown.
     """
-    http_clients: list[httpx.AsyncClient] = []
+    http_clients: list[httpx2.AsyncClient] = []
 
     def make(secret_key: str | None = None, **kwargs: Any) -> AsyncBillingOS:
         http = fake.async_http_client()
@@ -77,7 +77,7 @@ def sync_billing(fake: FakeBillingOS) -> Iterator[BillingOS]:
 @asynccontextmanager
 async def serve(
     app: Any, *, lifespan: bool = True, raise_app_exceptions: bool = True
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[httpx2.AsyncClient]:
     """Start ``app`` (its lifespan, when ``lifespan``), yield an httpx client to it, then shut it down.
 
     ``raise_app_exceptions=False`` lets a test see the 500 an unhandled exception becomes.
@@ -86,5 +86,5 @@ async def serve(
         if lifespan:
             manager = await stack.enter_async_context(LifespanManager(app))
             app = manager.app  # passes the lifespan state into each request's scope, as servers do
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-        yield await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://app"))
+        transport = httpx2.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        yield await stack.enter_async_context(httpx2.AsyncClient(transport=transport, base_url="http://app"))

@@ -3,10 +3,10 @@ BillingOS: 200 with the token's own expiry as ISO-8601 UTC, 401 from the auth ca
 fails."""
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI, Header, HTTPException, Request
 from starlette.applications import Starlette
@@ -44,7 +44,7 @@ def starlette_app(
     )
 
 
-def assert_session_answer(response: httpx.Response, fake: FakeBillingOS, user: str, lifetime: int) -> None:
+def assert_session_answer(response: httpx2.Response, fake: FakeBillingOS, user: str, lifetime: int) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
@@ -54,7 +54,7 @@ def assert_session_answer(response: httpx.Response, fake: FakeBillingOS, user: s
     assert ISO_UTC.match(body["expiresAt"]), body["expiresAt"]
     expires_at = datetime.fromisoformat(body["expiresAt"].replace("Z", "+00:00"))
     assert expires_at.utcoffset() == timedelta(0)
-    assert expires_at == datetime.fromtimestamp(claims["exp"], timezone.utc)
+    assert expires_at == datetime.fromtimestamp(claims["exp"], UTC)
     assert claims["exp"] - claims["iat"] == lifetime
 
 

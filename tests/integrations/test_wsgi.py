@@ -2,7 +2,7 @@
 in-process to the embedded server."""
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -41,7 +41,7 @@ def test_flask_view_mints_a_token(sync_billing: BillingOS, fake: FakeBillingOS) 
     assert claims["exp"] - claims["iat"] == 900
     assert body["expiresAt"].endswith("Z")
     assert datetime.fromisoformat(body["expiresAt"][:-1] + "+00:00") == datetime.fromtimestamp(
-        claims["exp"], timezone.utc
+        claims["exp"], UTC
     )
 
 

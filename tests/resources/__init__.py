@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-import httpx
+import httpx2
 
 from .._factories import SECRET, make_token
 
@@ -30,7 +30,7 @@ HOSTILE_IDS: list[tuple[str, str]] = [
 REFUSED_IDS: list[str] = ["", "   ", "a\rb", "a\nb", "id\r\nX-Injected: 1"]
 
 
-def assert_standard_headers(request: httpx.Request, *, has_body: bool) -> None:
+def assert_standard_headers(request: httpx2.Request, *, has_body: bool) -> None:
     """Auth, Accept, User-Agent, a well-formed request id, and Content-Type exactly when there is a body."""
     assert request.headers["Authorization"] == f"Bearer {SECRET}"
     assert request.headers["Accept"] == "application/json"
@@ -43,7 +43,7 @@ def assert_standard_headers(request: httpx.Request, *, has_body: bool) -> None:
         assert request.content == b""
 
 
-def body(request: httpx.Request) -> Any:
+def body(request: httpx2.Request) -> Any:
     """The request's JSON body."""
     return json.loads(request.content)
 

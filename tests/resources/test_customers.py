@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -83,7 +83,7 @@ async def test_create_returns_customer_with_every_field(
         billing_address=BillingAddress(street="1 Main St", city="Paris", postal_code="75001", country="FR"),
         stripe_customer_id="cus_S1",
         metadata={"plan": "pro"},
-        created_at=datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc),
+        created_at=datetime(2026, 2, 27, 10, 0, tzinfo=UTC),
         updated_at=None,
         deleted_at=None,
     )

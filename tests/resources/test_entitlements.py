@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import respx
@@ -64,7 +64,7 @@ async def test_check_flattens_metadata_remaining_resets_at_and_type(
         limit=1000,
         usage=10,
         remaining=990,
-        resets_at=datetime(2026, 3, 1, tzinfo=timezone.utc),
+        resets_at=datetime(2026, 3, 1, tzinfo=UTC),
         feature_type=FeatureType.USAGE_QUOTA,
     )
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -22,11 +22,11 @@ def paged_customers(pages: int, per_page: int = 2, *, total_pages: int | None = 
     """
     declared = pages if total_pages is None else total_pages
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         number = int(request.url.params["page"])
         limit = int(request.url.params["limit"])
         items = [customer_json(id=f"c{number}_{i}") for i in range(per_page)] if number <= pages else []
-        return httpx.Response(
+        return httpx2.Response(
             200,
             json=page_json(items, page=number, limit=limit, total=pages * per_page, total_pages=declared),
         )
@@ -115,10 +115,10 @@ async def test_a_paginator_can_be_iterated_again_from_page_one(
 async def test_error_on_a_later_page_propagates_after_earlier_items(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         if request.url.params["page"] == "1":
-            return httpx.Response(200, json=page_json([customer_json(id="c1")], total_pages=2))
-        return httpx.Response(404, json=error_body(404, "RES_NOT_FOUND", "Page not found"))
+            return httpx2.Response(200, json=page_json([customer_json(id="c1")], total_pages=2))
+        return httpx2.Response(404, json=error_body(404, "RES_NOT_FOUND", "Page not found"))
 
     router.get("/customers").mock(side_effect=answer)
     seen: list[str] = []
@@ -194,9 +194,9 @@ async def test_subscriptions_list_accepts_empty_bare_array(
 async def test_subscriptions_list_follows_paged_envelope(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         number = int(request.url.params.get("page", "1"))
-        return httpx.Response(
+        return httpx2.Response(
             200, json=page_json([subscription_json(id=f"sub_{number}")], page=number, limit=1, total_pages=2)
         )
 
@@ -213,11 +213,11 @@ async def test_subscriptions_envelope_without_page_number_does_not_loop(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
     # The contract pins no envelope for subscriptions; one that does not echo "page" must still end.
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         if len(route.calls) > 5:
             raise AssertionError("the paginator keeps fetching the same page")
         number = int(request.url.params.get("page", "1"))
-        return httpx.Response(
+        return httpx2.Response(
             200, json={"data": [subscription_json(id=f"sub_{number}")], "total": 2, "total_pages": 2}
         )
 

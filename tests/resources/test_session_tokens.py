@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -65,7 +65,7 @@ async def test_create_reads_expires_at_from_token_exp_not_broken_expires_at(
 ) -> None:
     router.post("/v1/session-tokens").respond(201, json=created())
     token = await billing.session_tokens.create("user_42")
-    assert token.expires_at == datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc)
+    assert token.expires_at == datetime(2026, 2, 27, 10, 0, tzinfo=UTC)
     assert token.expires_at.tzinfo is not None
 
 
@@ -78,7 +78,7 @@ async def test_create_returns_token_string_jti_as_token_id_and_claims(
     assert token.token_id == JTI
     assert token.external_user_id == "user_42"
     assert token.allowed_operations == ("read",)
-    assert token.issued_at == datetime(2026, 2, 27, 9, 45, tzinfo=timezone.utc)
+    assert token.issued_at == datetime(2026, 2, 27, 9, 45, tzinfo=UTC)
 
 
 async def test_create_takes_allowed_operations_from_response_when_token_has_none(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -70,15 +70,15 @@ async def test_create_returns_subscription_with_every_field(
         price_id="price_1",
         amount=2900,
         currency="usd",
-        current_period_start=datetime(2026, 2, 1, tzinfo=timezone.utc),
-        current_period_end=datetime(2026, 3, 1, tzinfo=timezone.utc),
+        current_period_start=datetime(2026, 2, 1, tzinfo=UTC),
+        current_period_end=datetime(2026, 3, 1, tzinfo=UTC),
         trial_start=None,
-        trial_end=datetime(2026, 2, 8, tzinfo=timezone.utc),
+        trial_end=datetime(2026, 2, 8, tzinfo=UTC),
         cancel_at_period_end=False,
         canceled_at=None,
         ended_at=None,
         metadata={"src": "web"},
-        created_at=datetime(2026, 2, 1, tzinfo=timezone.utc),
+        created_at=datetime(2026, 2, 1, tzinfo=UTC),
         updated_at=None,
     )
 
@@ -206,7 +206,7 @@ async def test_cancel_now_sends_false(billing: AsyncBillingOS, router: respx.Moc
     sub = await billing.subscriptions.cancel("sub_1", at_period_end=False)
     assert body(route.calls.last.request) == {"cancel_at_period_end": False}
     assert sub.status is SubscriptionStatus.CANCELED
-    assert sub.canceled_at == datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc)
+    assert sub.canceled_at == datetime(2026, 2, 27, 10, 0, tzinfo=UTC)
 
 
 async def test_cancel_refuses_non_bool_at_period_end(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -106,13 +106,13 @@ async def test_track_returns_record_with_usage_snapshot(
     assert record.success is True
     assert record.feature_key == "api_calls"
     assert record.quantity == 1
-    assert record.recorded_at == datetime(2026, 2, 27, 10, 0, tzinfo=timezone.utc)
+    assert record.recorded_at == datetime(2026, 2, 27, 10, 0, tzinfo=UTC)
     assert record.usage == UsageSnapshot(
         consumed_units=11,
         limit_units=1000,
         remaining_units=989,
-        period_start=datetime(2026, 2, 1, tzinfo=timezone.utc),
-        period_end=datetime(2026, 3, 1, tzinfo=timezone.utc),
+        period_start=datetime(2026, 2, 1, tzinfo=UTC),
+        period_end=datetime(2026, 3, 1, tzinfo=UTC),
     )
 
 
@@ -227,8 +227,8 @@ async def test_metrics_returns_every_field(billing: AsyncBillingOS, router: resp
                 percentage_used=25,
                 feature_title="API calls",
                 product_name=None,
-                period_start=datetime(2026, 2, 1, tzinfo=timezone.utc),
-                period_end=datetime(2026, 3, 1, tzinfo=timezone.utc),
+                period_start=datetime(2026, 2, 1, tzinfo=UTC),
+                period_end=datetime(2026, 3, 1, tzinfo=UTC),
                 resets_in_days=2,
             ),
         ),

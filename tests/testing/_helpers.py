@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
 
@@ -117,10 +117,10 @@ def make_fake(clock: Clock | None = None, **kwargs: Any) -> FakeBillingOS:
     return fake
 
 
-def client(fake: FakeBillingOS, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+def client(fake: FakeBillingOS, key: str | None = None, **kwargs: Any) -> httpx2.AsyncClient:
     """A raw httpx client on the fake's in-process transport, authenticated with ``key``."""
     headers = {"Authorization": f"Bearer {key or fake.secret_key}"}
-    return httpx.AsyncClient(transport=fake.transport(), base_url="http://fake", headers=headers, **kwargs)
+    return httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake", headers=headers, **kwargs)
 
 
 def track_body(
@@ -131,7 +131,7 @@ def track_body(
 
 def iso(timestamp: float) -> str:
     """``timestamp`` as the fake writes dates: ISO-8601, UTC, milliseconds, ``Z``."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -144,7 +144,7 @@ def sized_json(size: int, base: dict[str, Any]) -> bytes:
 
 
 def assert_error(
-    response: httpx.Response, status: int, code: str | None = None, message: str | None = None
+    response: httpx2.Response, status: int, code: str | None = None, message: str | None = None
 ) -> dict[str, Any]:
     """The response is CONTRACT §2's error envelope, exactly; returns ``error``."""
     assert response.status_code == status, response.text
@@ -177,7 +177,7 @@ def assert_error(
     return error
 
 
-def field_errors(response: httpx.Response) -> dict[str, list[str]]:
+def field_errors(response: httpx2.Response) -> dict[str, list[str]]:
     """``error.details.fieldErrors`` of a 400 (asserting the envelope on the way)."""
     error = assert_error(response, 400, "VAL_INVALID_INPUT")
     errors = error["details"]["fieldErrors"]

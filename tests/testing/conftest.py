@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, RateLimits, SubscriptionRecord
@@ -35,7 +35,7 @@ def subscription(seeded: tuple[FakeBillingOS, SubscriptionRecord]) -> Subscripti
 
 
 @pytest.fixture
-async def http(fake: FakeBillingOS) -> AsyncIterator[httpx.AsyncClient]:
+async def http(fake: FakeBillingOS) -> AsyncIterator[httpx2.AsyncClient]:
     """Raw httpx on the fake's in-process transport, with a valid ``Authorization`` header."""
     async with client(fake) as http:
         yield http

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
@@ -32,7 +32,7 @@ from ._helpers import (
 # -- auth ------------------------------------------------------------------------------------------
 
 
-async def test_auth_bearer_sk_test_key_is_accepted(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_auth_bearer_sk_test_key_is_accepted(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     assert fake.secret_key.startswith("sk_test_")
     response = await http.get(f"/customers/external/{USER}")
     assert response.status_code == 200
@@ -48,7 +48,7 @@ async def test_auth_added_sk_live_key_is_accepted(fake: FakeBillingOS) -> None:
 
 
 async def test_auth_missing_key_is_401_auth_invalid_token(fake: FakeBillingOS) -> None:
-    async with httpx.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
         response = await http.get(f"/customers/external/{USER}")
     assert_error(response, 401, "AUTH_INVALID_TOKEN")
 
@@ -69,7 +69,7 @@ async def test_auth_unknown_or_malformed_key_is_401_auth_invalid_token(
     fake: FakeBillingOS, authorization: str
 ) -> None:
     headers = {"Authorization": authorization.format(key=fake.secret_key)}
-    async with httpx.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
         response = await http.get(f"/customers/external/{USER}", headers=headers)
     assert_error(response, 401, "AUTH_INVALID_TOKEN")
 
@@ -100,7 +100,7 @@ async def test_auth_other_fake_keys_are_unknown(fake: FakeBillingOS) -> None:
     ],
 )
 async def test_request_id_is_echoed_in_x_request_id(
-    http: httpx.AsyncClient, method: str, path: str, status: int
+    http: httpx2.AsyncClient, method: str, path: str, status: int
 ) -> None:
     sent = "req_0123456789abcdef01234567"
     response = await http.request(method, path, headers={"X-Request-Id": sent})
@@ -110,14 +110,14 @@ async def test_request_id_is_echoed_in_x_request_id(
 
 async def test_request_id_is_echoed_on_401(fake: FakeBillingOS) -> None:
     sent = "req_" + "7" * 24
-    async with httpx.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
         response = await http.get("/customers", headers={"X-Request-Id": sent})
     error = assert_error(response, 401, "AUTH_INVALID_TOKEN")
     assert response.headers["x-request-id"] == sent
     assert error["requestId"] == sent
 
 
-async def test_request_id_is_generated_when_absent(http: httpx.AsyncClient) -> None:
+async def test_request_id_is_generated_when_absent(http: httpx2.AsyncClient) -> None:
     first = await http.get(f"/customers/external/{USER}")
     second = await http.get(f"/customers/external/{USER}")
     ids = [first.headers["x-request-id"], second.headers["x-request-id"]]
@@ -126,14 +126,14 @@ async def test_request_id_is_generated_when_absent(http: httpx.AsyncClient) -> N
     assert [first.json()["requestId"], second.json()["requestId"]] == ids
 
 
-async def test_request_id_is_echoed_on_204(http: httpx.AsyncClient) -> None:
+async def test_request_id_is_echoed_on_204(http: httpx2.AsyncClient) -> None:
     created = (await http.post("/customers", json={"email": "rid@example.com"})).json()
     response = await http.delete(f"/customers/{created['id']}", headers={"X-Request-Id": "req_" + "4" * 24})
     assert response.status_code == 204
     assert response.headers["x-request-id"] == "req_" + "4" * 24
 
 
-async def test_request_id_is_recorded_with_the_request(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_request_id_is_recorded_with_the_request(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     await http.get("/customers", headers={"X-Request-Id": "req_" + "a" * 24})
     assert fake.requests[-1].request_id == "req_" + "a" * 24
 
@@ -142,10 +142,10 @@ async def test_request_id_is_recorded_with_the_request(fake: FakeBillingOS, http
 
 
 async def _every_success(
-    http: httpx.AsyncClient, sub: SubscriptionRecord
-) -> list[tuple[str, httpx.Response]]:
+    http: httpx2.AsyncClient, sub: SubscriptionRecord
+) -> list[tuple[str, httpx2.Response]]:
     """One successful call to every endpoint, in an order that makes each one succeed."""
-    calls: list[tuple[str, httpx.Response]] = []
+    calls: list[tuple[str, httpx2.Response]] = []
 
     async def call(name: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await http.request(method, path, **kwargs)
@@ -175,7 +175,7 @@ async def _every_success(
 
 
 async def test_request_id_is_added_to_every_success_object(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     calls = await _every_success(http, subscription)
     assert len(calls) == 15
@@ -186,7 +186,7 @@ async def test_request_id_is_added_to_every_success_object(
 
 
 async def test_json_every_success_body_is_application_json(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     calls = await _every_success(http, subscription)
     calls.append(("list subscriptions", await http.get("/subscriptions", params={"customer_id": USER})))
@@ -195,7 +195,7 @@ async def test_json_every_success_body_is_application_json(
         json.loads(response.content)  # strict JSON, UTF-8
 
 
-async def test_json_malformed_body_is_400_envelope(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_json_malformed_body_is_400_envelope(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     response = await http.post(
         "/v1/usage/track", content=b'{"customer_id": "user_1",', headers={"Content-Type": "application/json"}
     )
@@ -205,7 +205,7 @@ async def test_json_malformed_body_is_400_envelope(fake: FakeBillingOS, http: ht
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 async def test_json_body_is_read_only_as_application_json(
-    fake: FakeBillingOS, http: httpx.AsyncClient, content_type: str | None
+    fake: FakeBillingOS, http: httpx2.AsyncClient, content_type: str | None
 ) -> None:
     """The real server parses bodies with express.json(): a body sent as anything else is not read."""
     headers = {} if content_type is None else {"Content-Type": content_type}
@@ -216,7 +216,7 @@ async def test_json_body_is_read_only_as_application_json(
     assert listed.json()["total"] == 0
 
 
-async def test_json_utf8_round_trip(http: httpx.AsyncClient) -> None:
+async def test_json_utf8_round_trip(http: httpx2.AsyncClient) -> None:
     body = {"email": "zoe@example.com", "name": "Zoë 日本 🚀", "metadata": {"note": "naïve"}}
     created = await http.post(
         "/customers",
@@ -231,7 +231,7 @@ async def test_json_utf8_round_trip(http: httpx.AsyncClient) -> None:
 # -- body limit (100 kB) ---------------------------------------------------------------------------
 
 
-async def test_body_limit_100_kb_is_accepted(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_body_limit_100_kb_is_accepted(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     body = sized_json(100_000, track_body())
     response = await http.post("/v1/usage/track", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 201, response.text
@@ -239,7 +239,7 @@ async def test_body_limit_100_kb_is_accepted(fake: FakeBillingOS, http: httpx.As
 
 
 async def test_body_limit_over_100_kb_is_413_and_not_executed(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     body = sized_json(100_001, track_body())
     response = await http.post("/v1/usage/track", content=body, headers={"Content-Type": "application/json"})

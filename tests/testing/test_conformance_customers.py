@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
@@ -39,12 +39,12 @@ CUSTOMER_KEYS = {
 ADDRESS = {"street": "1 Main St", "city": "Paris", "state": None, "postal_code": "75001", "country": "FR"}
 
 
-async def _create(http: httpx.AsyncClient, **body: Any) -> httpx.Response:
+async def _create(http: httpx2.AsyncClient, **body: Any) -> httpx2.Response:
     body.setdefault("email", "new@example.com")
     return await http.post("/customers", json=body)
 
 
-async def test_customer_create_is_201_with_customer_shape(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_customer_create_is_201_with_customer_shape(http: httpx2.AsyncClient, clock: Clock) -> None:
     response = await _create(
         http, external_id="new_1", name="New", billing_address=ADDRESS, metadata={"plan": "pro"}
     )
@@ -65,48 +65,52 @@ async def test_customer_create_is_201_with_customer_shape(http: httpx.AsyncClien
 
 
 @pytest.mark.parametrize("email", [None, "", "not-an-email", "a@b", 42])
-async def test_customer_create_requires_an_email(http: httpx.AsyncClient, email: object) -> None:
+async def test_customer_create_requires_an_email(http: httpx2.AsyncClient, email: object) -> None:
     body = {} if email is None else {"email": email}
     assert "email" in field_errors(await http.post("/customers", json=body))
 
 
 @pytest.mark.parametrize("external_id", ["a b", "a/b", "a.b", "é", "a@b", "x" * 256, 7])
-async def test_customer_external_id_pattern_is_enforced(http: httpx.AsyncClient, external_id: object) -> None:
+async def test_customer_external_id_pattern_is_enforced(
+    http: httpx2.AsyncClient, external_id: object
+) -> None:
     assert "external_id" in field_errors(await _create(http, external_id=external_id))
 
 
 @pytest.mark.parametrize("external_id", ["A-z_09", "x" * 255, "-", "_"])
-async def test_customer_external_id_pattern_accepts(http: httpx.AsyncClient, external_id: str) -> None:
+async def test_customer_external_id_pattern_accepts(http: httpx2.AsyncClient, external_id: str) -> None:
     response = await _create(http, external_id=external_id)
     assert response.status_code == 201
     assert response.json()["external_id"] == external_id
 
 
-async def test_customer_name_max_256(http: httpx.AsyncClient) -> None:
+async def test_customer_name_max_256(http: httpx2.AsyncClient) -> None:
     assert (await _create(http, name="n" * 256)).status_code == 201
     assert "name" in field_errors(await _create(http, email="other@example.com", name="n" * 257))
 
 
 @pytest.mark.parametrize("country", ["FRA", "F", "12"])
-async def test_customer_billing_address_country_is_two_letters(http: httpx.AsyncClient, country: str) -> None:
+async def test_customer_billing_address_country_is_two_letters(
+    http: httpx2.AsyncClient, country: str
+) -> None:
     errors = field_errors(await _create(http, billing_address={**ADDRESS, "country": country}))
     assert any("country" in name for name in errors)
 
 
 @pytest.mark.parametrize("metadata", [["x"], "x", 1])
-async def test_customer_metadata_is_an_object(http: httpx.AsyncClient, metadata: object) -> None:
+async def test_customer_metadata_is_an_object(http: httpx2.AsyncClient, metadata: object) -> None:
     assert "metadata" in field_errors(await _create(http, metadata=metadata))
 
 
-async def test_customer_taken_email_is_409(http: httpx.AsyncClient) -> None:
+async def test_customer_taken_email_is_409(http: httpx2.AsyncClient) -> None:
     assert_error(await _create(http, email="ada@example.com"), 409, "RES_CONFLICT")
 
 
-async def test_customer_taken_external_id_is_409(http: httpx.AsyncClient) -> None:
+async def test_customer_taken_external_id_is_409(http: httpx2.AsyncClient) -> None:
     assert_error(await _create(http, external_id=USER), 409, "RES_CONFLICT")
 
 
-async def test_customer_get_by_id_and_by_external_id(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_customer_get_by_id_and_by_external_id(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     record = fake.customer(USER)
     assert record is not None
     by_id = await http.get(f"/customers/{record.id}")
@@ -118,16 +122,16 @@ async def test_customer_get_by_id_and_by_external_id(fake: FakeBillingOS, http: 
         assert (body["id"], body["external_id"], body["email"]) == (record.id, USER, "ada@example.com")
 
 
-async def test_customer_get_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_customer_get_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.get("/customers/nope"), 404, "RES_NOT_FOUND", "Customer not found")
     assert_error(await http.get("/customers/external/nope"), 404, "RES_NOT_FOUND", "Customer not found")
 
 
-async def test_customer_get_by_id_does_not_take_an_external_id(http: httpx.AsyncClient) -> None:
+async def test_customer_get_by_id_does_not_take_an_external_id(http: httpx2.AsyncClient) -> None:
     assert_error(await http.get(f"/customers/{USER}"), 404, "RES_NOT_FOUND", "Customer not found")
 
 
-async def test_customer_patch_updates_fields(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_customer_patch_updates_fields(http: httpx2.AsyncClient, clock: Clock) -> None:
     created = (await _create(http, external_id="p1", name="Old")).json()
     clock.advance(DAY)
     response = await http.patch(
@@ -149,14 +153,14 @@ async def test_customer_patch_updates_fields(http: httpx.AsyncClient, clock: Clo
     assert body["updated_at"] == iso(START + DAY)
 
 
-async def test_customer_patch_all_fields_optional(http: httpx.AsyncClient) -> None:
+async def test_customer_patch_all_fields_optional(http: httpx2.AsyncClient) -> None:
     created = (await _create(http, name="Same")).json()
     response = await http.patch(f"/customers/{created['id']}", json={})
     assert response.status_code == 200
     assert response.json()["name"] == "Same"
 
 
-async def test_customer_patch_validates_fields(http: httpx.AsyncClient) -> None:
+async def test_customer_patch_validates_fields(http: httpx2.AsyncClient) -> None:
     created = (await _create(http)).json()
     errors = field_errors(
         await http.patch(f"/customers/{created['id']}", json={"email": "nope", "external_id": "a b"})
@@ -164,7 +168,7 @@ async def test_customer_patch_validates_fields(http: httpx.AsyncClient) -> None:
     assert {"email", "external_id"} <= set(errors)
 
 
-async def test_customer_patch_external_id_can_be_set_once(http: httpx.AsyncClient) -> None:
+async def test_customer_patch_external_id_can_be_set_once(http: httpx2.AsyncClient) -> None:
     created = (await _create(http)).json()
     assert created["external_id"] is None
     path = f"/customers/{created['id']}"
@@ -179,18 +183,18 @@ async def test_customer_patch_external_id_can_be_set_once(http: httpx.AsyncClien
     assert (await http.get("/customers/external/late_2")).status_code == 404
 
 
-async def test_customer_patch_to_taken_email_or_external_id_is_409(http: httpx.AsyncClient) -> None:
+async def test_customer_patch_to_taken_email_or_external_id_is_409(http: httpx2.AsyncClient) -> None:
     created = (await _create(http)).json()
     path = f"/customers/{created['id']}"
     assert_error(await http.patch(path, json={"email": "grace@example.com"}), 409, "RES_CONFLICT")
     assert_error(await http.patch(path, json={"external_id": OTHER}), 409, "RES_CONFLICT")
 
 
-async def test_customer_patch_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_customer_patch_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.patch("/customers/nope", json={"name": "x"}), 404, "RES_NOT_FOUND")
 
 
-async def test_customer_delete_is_204_empty_then_404(http: httpx.AsyncClient) -> None:
+async def test_customer_delete_is_204_empty_then_404(http: httpx2.AsyncClient) -> None:
     created = (await _create(http, external_id="del_1")).json()
     response = await http.delete(f"/customers/{created['id']}")
     assert response.status_code == 204
@@ -204,7 +208,7 @@ async def test_customer_delete_is_204_empty_then_404(http: httpx.AsyncClient) ->
 
 
 async def test_customer_delete_cancels_its_subscriptions(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord, clock: Clock
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord, clock: Clock
 ) -> None:
     record = fake.customer(USER)
     assert record is not None
@@ -265,12 +269,12 @@ async def test_customer_list_pagination() -> None:
     ],
 )
 async def test_customer_list_parameters_are_validated(
-    http: httpx.AsyncClient, params: dict[str, Any], field: str
+    http: httpx2.AsyncClient, params: dict[str, Any], field: str
 ) -> None:
     assert field in field_errors(await http.get("/customers", params=params))
 
 
-async def test_customer_list_limit_bounds_are_inclusive(http: httpx.AsyncClient) -> None:
+async def test_customer_list_limit_bounds_are_inclusive(http: httpx2.AsyncClient) -> None:
     for limit in (1, 100):
         response = await http.get("/customers", params={"limit": limit})
         assert response.status_code == 200
@@ -311,7 +315,7 @@ async def test_customer_list_sort() -> None:
         assert (await names())[:3] == ["Erin", "Dave", "Carol"]  # default: created_at desc
 
 
-async def test_customer_create_then_subscribe_by_returned_id(http: httpx.AsyncClient) -> None:
+async def test_customer_create_then_subscribe_by_returned_id(http: httpx2.AsyncClient) -> None:
     created = (await _create(http, external_id="sub_me")).json()
     response = await http.post("/subscriptions", json={"customer_id": created["id"], "price_id": PRO_PRICE})
     assert response.status_code == 201

@@ -4,29 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, Fault, RateLimits
 
 from ._helpers import QUOTA, USER, Clock, assert_error, client, make_fake, track_body
 
-Request = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+Request = Callable[[httpx2.AsyncClient], Awaitable[httpx2.Response]]
 
 
-async def _validation(http: httpx.AsyncClient) -> httpx.Response:
+async def _validation(http: httpx2.AsyncClient) -> httpx2.Response:
     return await http.post("/v1/session-tokens", json={})
 
 
-async def _not_found(http: httpx.AsyncClient) -> httpx.Response:
+async def _not_found(http: httpx2.AsyncClient) -> httpx2.Response:
     return await http.get("/customers/external/nobody")
 
 
-async def _conflict(http: httpx.AsyncClient) -> httpx.Response:
+async def _conflict(http: httpx2.AsyncClient) -> httpx2.Response:
     return await http.post("/customers", json={"email": "ada@example.com"})
 
 
-async def _quota(http: httpx.AsyncClient) -> httpx.Response:
+async def _quota(http: httpx2.AsyncClient) -> httpx2.Response:
     return await http.post("/v1/usage/track", json=track_body(quantity=101))
 
 
@@ -41,13 +41,13 @@ async def _quota(http: httpx.AsyncClient) -> httpx.Response:
     ids=["400-validation", "400-quota", "404", "409"],
 )
 async def test_error_envelope_shape_for_rule_errors(
-    http: httpx.AsyncClient, request_: Request, status: int, code: str, message: str | None
+    http: httpx2.AsyncClient, request_: Request, status: int, code: str, message: str | None
 ) -> None:
     assert_error(await request_(http), status, code, message)
 
 
 async def test_error_envelope_shape_for_401(fake: FakeBillingOS) -> None:
-    async with httpx.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
         assert_error(await http.get("/customers"), 401, "AUTH_INVALID_TOKEN")
 
 
@@ -58,7 +58,7 @@ async def test_error_envelope_shape_for_429() -> None:
         assert_error(await http.get("/customers"), 429, "RATE_LIMIT_EXCEEDED")
 
 
-async def test_error_envelope_shape_for_unknown_route(http: httpx.AsyncClient) -> None:
+async def test_error_envelope_shape_for_unknown_route(http: httpx2.AsyncClient) -> None:
     assert_error(await http.get("/v2/nothing"), 404, "RES_NOT_FOUND")
     assert_error(await http.put("/customers"), 404, "RES_NOT_FOUND")
 
@@ -80,7 +80,7 @@ async def test_error_envelope_shape_for_unknown_route(http: httpx.AsyncClient) -
     ],
 )
 async def test_error_envelope_status_code_table_for_injected_errors(
-    fake: FakeBillingOS, http: httpx.AsyncClient, status: int, code: str | None
+    fake: FakeBillingOS, http: httpx2.AsyncClient, status: int, code: str | None
 ) -> None:
     fake.inject("GET /customers", Fault.error(status))
     error = assert_error(await http.get("/customers"), status, code)
@@ -88,7 +88,7 @@ async def test_error_envelope_status_code_table_for_injected_errors(
         assert error["code"].startswith("SYS_")
 
 
-async def test_error_details_present_only_for_validation(http: httpx.AsyncClient) -> None:
+async def test_error_details_present_only_for_validation(http: httpx2.AsyncClient) -> None:
     not_found = assert_error(await _not_found(http), 404)
     assert "details" not in not_found
     invalid = assert_error(await http.post("/v1/session-tokens", json={"expiresIn": 10}), 400)
@@ -97,14 +97,14 @@ async def test_error_details_present_only_for_validation(http: httpx.AsyncClient
     assert field_errors["expiresIn"] == ["expiresIn must not be less than 60"]
 
 
-async def test_error_request_id_is_the_sent_one(http: httpx.AsyncClient) -> None:
+async def test_error_request_id_is_the_sent_one(http: httpx2.AsyncClient) -> None:
     sent = "req_" + "b" * 24
     error = assert_error(await http.get("/customers/nope", headers={"X-Request-Id": sent}), 404)
     assert error["requestId"] == sent
 
 
 async def test_error_status_code_equals_http_status_and_nothing_is_executed(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     response = await _quota(http)
     assert response.json()["statusCode"] == response.status_code == 400

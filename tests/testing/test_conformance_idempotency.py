@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from billingos.testing import FakeBillingOS
 
@@ -10,7 +10,7 @@ from ._helpers import DAY, OTHER, QUOTA, USER, Clock, as_number, assert_error, t
 
 
 async def test_idempotency_replay_returns_first_usage_and_counts_nothing(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     first = await http.post("/v1/usage/track", json=track_body(quantity=3, idempotency_key="k1"))
     assert first.status_code == 201
@@ -23,7 +23,7 @@ async def test_idempotency_replay_returns_first_usage_and_counts_nothing(
 
 
 async def test_idempotency_replay_with_other_quantity_still_returns_first(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     first = await http.post("/v1/usage/track", json=track_body(quantity=2, idempotency_key="k"))
     replay = await http.post("/v1/usage/track", json=track_body(quantity=50, idempotency_key="k"))
@@ -32,7 +32,7 @@ async def test_idempotency_replay_with_other_quantity_still_returns_first(
 
 
 async def test_idempotency_replay_is_not_refused_when_the_quota_is_now_full(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     first = await http.post("/v1/usage/track", json=track_body(quantity=60, idempotency_key="big"))
     assert first.status_code == 201
@@ -41,7 +41,7 @@ async def test_idempotency_replay_is_not_refused_when_the_quota_is_now_full(
     assert fake.usage_of(USER, QUOTA) == 60
 
 
-async def test_idempotency_is_per_customer(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_idempotency_is_per_customer(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     await http.post("/v1/usage/track", json=track_body(USER, quantity=2, idempotency_key="shared"))
     other = await http.post("/v1/usage/track", json=track_body(OTHER, quantity=5, idempotency_key="shared"))
     assert other.status_code == 201
@@ -51,7 +51,7 @@ async def test_idempotency_is_per_customer(fake: FakeBillingOS, http: httpx.Asyn
 
 
 async def test_idempotency_expires_after_24_hours(
-    fake: FakeBillingOS, http: httpx.AsyncClient, clock: Clock
+    fake: FakeBillingOS, http: httpx2.AsyncClient, clock: Clock
 ) -> None:
     await http.post("/v1/usage/track", json=track_body(idempotency_key="day"))
     clock.advance(DAY - 1)
@@ -63,7 +63,7 @@ async def test_idempotency_expires_after_24_hours(
     assert fake.usage_of(USER, QUOTA) == 2
 
 
-async def test_idempotency_key_header_is_ignored(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_idempotency_key_header_is_ignored(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     for _ in range(2):
         response = await http.post("/v1/usage/track", json=track_body(), headers={"Idempotency-Key": "h"})
         assert response.status_code == 201
@@ -71,7 +71,7 @@ async def test_idempotency_key_header_is_ignored(fake: FakeBillingOS, http: http
 
 
 async def test_idempotency_tracks_without_key_always_count(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     headers = {"X-Request-Id": "req_" + "c" * 24}  # even a replayed request id does not dedupe
     for _ in range(3):
@@ -80,7 +80,7 @@ async def test_idempotency_tracks_without_key_always_count(
 
 
 async def test_idempotency_none_for_session_tokens_a_retry_mints_a_second_token(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     headers = {"X-Request-Id": "req_" + "d" * 24, "Idempotency-Key": "same"}
     body = {"externalUserId": USER}
@@ -92,7 +92,7 @@ async def test_idempotency_none_for_session_tokens_a_retry_mints_a_second_token(
     assert claims[0]["jti"] != claims[1]["jti"]
 
 
-async def test_idempotency_none_for_customers_a_retried_create_is_409(http: httpx.AsyncClient) -> None:
+async def test_idempotency_none_for_customers_a_retried_create_is_409(http: httpx2.AsyncClient) -> None:
     body = {"email": "retry@example.com", "external_id": "retry"}
     headers = {"X-Request-Id": "req_" + "e" * 24, "Idempotency-Key": "same"}
     assert (await http.post("/customers", json=body, headers=headers)).status_code == 201

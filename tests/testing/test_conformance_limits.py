@@ -5,7 +5,7 @@ Windows move with the fake's injected clock: no test sleeps.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, Fault, RateLimits
@@ -23,7 +23,7 @@ from ._helpers import (
 )
 
 
-def _assert_rate_headers(response: httpx.Response) -> dict[str, int]:
+def _assert_rate_headers(response: httpx2.Response) -> dict[str, int]:
     missing = [h for h in RATE_HEADERS if h not in response.headers]
     assert not missing, (response.status_code, missing)
     values = {h: int(response.headers[h]) for h in RATE_HEADERS}
@@ -43,7 +43,7 @@ def _assert_rate_headers(response: httpx.Response) -> dict[str, int]:
     ],
 )
 async def test_rate_limit_headers_on_every_response(
-    http: httpx.AsyncClient, method: str, path: str, body: object, status: int
+    http: httpx2.AsyncClient, method: str, path: str, body: object, status: int
 ) -> None:
     response = await http.request(method, path, json=body)
     assert response.status_code == status
@@ -52,7 +52,7 @@ async def test_rate_limit_headers_on_every_response(
     assert values["x-ratelimit-remaining"] == 99
 
 
-async def test_rate_limit_headers_on_204(http: httpx.AsyncClient) -> None:
+async def test_rate_limit_headers_on_204(http: httpx2.AsyncClient) -> None:
     created = await http.post("/customers", json={"email": "gone@example.com"})
     response = await http.delete(f"/customers/{created.json()['id']}")
     assert response.status_code == 204
@@ -61,7 +61,7 @@ async def test_rate_limit_headers_on_204(http: httpx.AsyncClient) -> None:
 
 async def test_rate_limit_headers_on_401(fake: FakeBillingOS) -> None:
     """The contract says every response: an unauthenticated one too (the throttler runs before auth)."""
-    async with httpx.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
         response = await http.get("/customers")
     assert_error(response, 401, "AUTH_INVALID_TOKEN")
     _assert_rate_headers(response)
@@ -100,9 +100,9 @@ async def test_rate_limit_is_per_client_ip() -> None:
     fake = make_fake(Clock(), rate_limits=RateLimits(per_route=1))
     headers = {"Authorization": f"Bearer {fake.secret_key}"}
 
-    def from_ip(ip: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=fake.app, client=(ip, 40000))
-        return httpx.AsyncClient(transport=transport, base_url="http://fake", headers=headers)
+    def from_ip(ip: str) -> httpx2.AsyncClient:
+        transport = httpx2.ASGITransport(app=fake.app, client=(ip, 40000))
+        return httpx2.AsyncClient(transport=transport, base_url="http://fake", headers=headers)
 
     async with from_ip("10.0.0.1") as first, from_ip("10.0.0.2") as second:
         assert (await first.get("/customers")).status_code == 200
@@ -187,7 +187,7 @@ async def test_rate_limit_track_per_customer() -> None:
 
 
 async def test_rate_limit_defaults_are_100_per_route_and_1000_per_customer(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     track = await http.post("/v1/usage/track", json=track_body())
     assert track.headers["x-ratelimit-limit"] == "100"
@@ -212,7 +212,7 @@ async def test_rate_limits_none_switches_throttling_off() -> None:
 
 
 async def test_rate_limit_injected_429_keeps_its_retry_after(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     fake.inject("POST /v1/usage/track", Fault.error(429, retry_after=7))
     response = await http.post("/v1/usage/track", json=track_body())

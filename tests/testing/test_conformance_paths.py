@@ -5,7 +5,7 @@ Each one reaches the route its position names, as a single parameter, and never 
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
@@ -48,7 +48,7 @@ ROUTES = [
 @pytest.mark.parametrize(("method", "template", "route", "message"), ROUTES, ids=[r[2] for r in ROUTES])
 async def test_paths_hostile_segment_reaches_its_own_route_as_one_segment(
     fake: FakeBillingOS,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     method: str,
     template: str,
     route: str,
@@ -64,7 +64,7 @@ async def test_paths_hostile_segment_reaches_its_own_route_as_one_segment(
 
 
 async def test_paths_encoded_slash_cannot_reach_the_external_id_route(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     response = await http.get(f"/customers/external%2F{USER}")
     assert_error(response, 404, "RES_NOT_FOUND", "Customer not found")
@@ -72,7 +72,7 @@ async def test_paths_encoded_slash_cannot_reach_the_external_id_route(
 
 
 async def test_paths_traversal_cannot_cancel_another_resource(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     attempts = [
         ("DELETE", f"/customers/..%2Fsubscriptions%2F{subscription.id}%2Fcancel"),
@@ -91,7 +91,7 @@ async def test_paths_traversal_cannot_cancel_another_resource(
 
 
 async def test_paths_traversal_cannot_revoke_a_token_through_another_path(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     token = (await http.post("/v1/session-tokens", json={"externalUserId": USER})).json()["sessionToken"]
     jti = token_claims(token)["jti"]
@@ -104,7 +104,7 @@ async def test_paths_traversal_cannot_revoke_a_token_through_another_path(
     fake.verify_session_token(token)  # still alive
 
 
-async def test_paths_encoded_segment_is_decoded_once(http: httpx.AsyncClient) -> None:
+async def test_paths_encoded_segment_is_decoded_once(http: httpx2.AsyncClient) -> None:
     """``user%5F1`` is ``user_1``; ``user%255F1`` is the literal ``user%5F1`` (no double decoding)."""
     once = await http.get("/customers/external/user%5F1")
     assert once.status_code == 200
@@ -113,7 +113,7 @@ async def test_paths_encoded_segment_is_decoded_once(http: httpx.AsyncClient) ->
 
 
 async def test_paths_extra_or_missing_segments_match_no_route(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     for method, path in [
         ("GET", "/customers/a/b"),

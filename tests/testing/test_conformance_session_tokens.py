@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS
@@ -18,17 +18,17 @@ from ._helpers import START, USER, Clock, assert_error, client, field_errors, ma
 TOKEN = re.compile(r"^bos_session_([A-Za-z0-9_-]+)\.([0-9a-f]{64})$")
 
 
-async def _create(http: httpx.AsyncClient, **body: object) -> httpx.Response:
+async def _create(http: httpx2.AsyncClient, **body: object) -> httpx2.Response:
     return await http.post("/v1/session-tokens", json={"externalUserId": USER, **body})
 
 
-async def test_session_token_create_is_201_camel_case(http: httpx.AsyncClient) -> None:
+async def test_session_token_create_is_201_camel_case(http: httpx2.AsyncClient) -> None:
     response = await _create(http)
     assert response.status_code == 201
     assert set(response.json()) == {"sessionToken", "expiresAt", "requestId"}
 
 
-async def test_session_token_create_echoes_allowed_operations(http: httpx.AsyncClient) -> None:
+async def test_session_token_create_echoes_allowed_operations(http: httpx2.AsyncClient) -> None:
     response = await _create(http, allowedOperations=["read", "track"])
     assert response.status_code == 201
     assert response.json()["allowedOperations"] == ["read", "track"]
@@ -42,7 +42,7 @@ async def test_session_token_expires_at_is_always_empty_object(mangle_dates: boo
     assert response.json()["expiresAt"] == {}
 
 
-async def test_session_token_format_and_payload(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_session_token_format_and_payload(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     response = await _create(
         http,
         externalOrganizationId="org_ext_9",
@@ -78,19 +78,19 @@ async def test_session_token_format_and_payload(fake: FakeBillingOS, http: httpx
     assert fake.verify_session_token(token) == claims
 
 
-async def test_session_token_payload_without_organization(http: httpx.AsyncClient) -> None:
+async def test_session_token_payload_without_organization(http: httpx2.AsyncClient) -> None:
     claims = token_claims((await _create(http)).json()["sessionToken"])
     assert "external_organization_id" not in claims
     assert claims["allowed_operations"] == []
     assert claims["metadata"] == {}
 
 
-async def test_session_token_default_expires_in_is_3600(http: httpx.AsyncClient) -> None:
+async def test_session_token_default_expires_in_is_3600(http: httpx2.AsyncClient) -> None:
     claims = token_claims((await _create(http)).json()["sessionToken"])
     assert claims["exp"] - claims["iat"] == 3600
 
 
-async def test_session_token_signature_is_checked(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_session_token_signature_is_checked(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     token = (await _create(http)).json()["sessionToken"]
     body, _, signature = token.removeprefix("bos_session_").rpartition(".")
     forged_claims = {**token_claims(token), "external_user_id": "mallory"}
@@ -103,7 +103,7 @@ async def test_session_token_signature_is_checked(fake: FakeBillingOS, http: htt
 
 
 async def test_session_token_expires_by_the_clock(
-    fake: FakeBillingOS, http: httpx.AsyncClient, clock: Clock
+    fake: FakeBillingOS, http: httpx2.AsyncClient, clock: Clock
 ) -> None:
     token = (await _create(http, expiresIn=60)).json()["sessionToken"]
     clock.advance(59)
@@ -125,7 +125,7 @@ async def test_session_token_expires_by_the_clock(
     ],
 )
 async def test_session_token_expires_in_out_of_bounds_is_400(
-    http: httpx.AsyncClient, expires_in: object, message: str | None
+    http: httpx2.AsyncClient, expires_in: object, message: str | None
 ) -> None:
     errors = field_errors(await _create(http, expiresIn=expires_in))
     assert "expiresIn" in errors
@@ -135,7 +135,7 @@ async def test_session_token_expires_in_out_of_bounds_is_400(
 
 @pytest.mark.parametrize("expires_in", [60, 86400])
 async def test_session_token_expires_in_bounds_are_inclusive(
-    http: httpx.AsyncClient, expires_in: int
+    http: httpx2.AsyncClient, expires_in: int
 ) -> None:
     response = await _create(http, expiresIn=expires_in)
     assert response.status_code == 201
@@ -153,7 +153,7 @@ async def test_session_token_expires_in_bounds_are_inclusive(
     ],
 )
 async def test_session_token_unknown_fields_are_400_with_field_errors(
-    fake: FakeBillingOS, http: httpx.AsyncClient, unknown: dict[str, object]
+    fake: FakeBillingOS, http: httpx2.AsyncClient, unknown: dict[str, object]
 ) -> None:
     errors = field_errors(await _create(http, **unknown))
     [name] = unknown
@@ -186,13 +186,13 @@ async def test_session_token_external_user_id_required_max_255(
     ],
 )
 async def test_session_token_field_types_are_validated(
-    http: httpx.AsyncClient, field: dict[str, object]
+    http: httpx2.AsyncClient, field: dict[str, object]
 ) -> None:
     [name] = field
     assert name in field_errors(await _create(http, **field))
 
 
-async def test_session_token_revoke_is_200_then_404(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_session_token_revoke_is_200_then_404(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     token = (await _create(http)).json()["sessionToken"]
     jti = token_claims(token)["jti"]
     first = await http.delete(f"/v1/session-tokens/{jti}")
@@ -206,12 +206,12 @@ async def test_session_token_revoke_is_200_then_404(fake: FakeBillingOS, http: h
     assert_error(await http.delete(f"/v1/session-tokens/{jti}"), 404, "RES_NOT_FOUND")
 
 
-async def test_session_token_revoke_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_session_token_revoke_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.delete("/v1/session-tokens/tok_" + "0" * 32), 404, "RES_NOT_FOUND")
 
 
 async def test_session_token_revoke_leaves_other_tokens_alive(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     keep, drop = [(await _create(http)).json()["sessionToken"] for _ in range(2)]
     await http.delete(f"/v1/session-tokens/{token_claims(drop)['jti']}")

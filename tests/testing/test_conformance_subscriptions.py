@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
@@ -48,20 +48,20 @@ SUBSCRIPTION_KEYS = {
 STATUSES = ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid"]
 
 
-def _subscription(response: httpx.Response, *statuses: int) -> dict[str, Any]:
+def _subscription(response: httpx2.Response, *statuses: int) -> dict[str, Any]:
     assert response.status_code in (statuses or (200,)), response.text
     body: dict[str, Any] = response.json()
     assert set(body) == SUBSCRIPTION_KEYS | {"requestId"}
     return body
 
 
-async def _has_access(http: httpx.AsyncClient, feature: str = FLAG) -> bool:
+async def _has_access(http: httpx2.AsyncClient, feature: str = FLAG) -> bool:
     response = await http.get("/v1/usage/check", params={"customer_id": USER, "feature_key": feature})
     return bool(response.json()["has_access"])
 
 
 async def test_subscription_create_is_201_with_subscription_shape(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     customer = fake.customer(OTHER)
     assert customer is not None
@@ -90,7 +90,7 @@ async def test_subscription_create_is_201_with_subscription_shape(
     assert body["created_at"] == body["updated_at"] == iso(START)
 
 
-async def test_subscription_create_with_trial_is_trialing(http: httpx.AsyncClient) -> None:
+async def test_subscription_create_with_trial_is_trialing(http: httpx2.AsyncClient) -> None:
     body = _subscription(
         await http.post("/subscriptions", json={"customer_id": USER, "price_id": TRIAL_PRICE}), 201
     )
@@ -109,12 +109,12 @@ async def test_subscription_create_with_trial_is_trialing(http: httpx.AsyncClien
     ],
 )
 async def test_subscription_create_validates_fields(
-    http: httpx.AsyncClient, body: dict[str, Any], fields: set[str]
+    http: httpx2.AsyncClient, body: dict[str, Any], fields: set[str]
 ) -> None:
     assert fields <= set(field_errors(await http.post("/subscriptions", json=body)))
 
 
-async def test_subscription_create_unknown_customer_or_price_is_404(http: httpx.AsyncClient) -> None:
+async def test_subscription_create_unknown_customer_or_price_is_404(http: httpx2.AsyncClient) -> None:
     unknown_customer = await http.post(
         "/subscriptions", json={"customer_id": "nobody", "price_id": PRO_PRICE}
     )
@@ -123,17 +123,17 @@ async def test_subscription_create_unknown_customer_or_price_is_404(http: httpx.
     assert_error(unknown_price, 404, "RES_NOT_FOUND")
 
 
-async def test_subscription_get(http: httpx.AsyncClient, subscription: SubscriptionRecord) -> None:
+async def test_subscription_get(http: httpx2.AsyncClient, subscription: SubscriptionRecord) -> None:
     body = _subscription(await http.get(f"/subscriptions/{subscription.id}"))
     assert (body["id"], body["price_id"], body["status"]) == (subscription.id, PRO_PRICE, "active")
 
 
-async def test_subscription_get_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_subscription_get_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.get("/subscriptions/sub_nope"), 404, "RES_NOT_FOUND", "Subscription not found")
 
 
 async def test_subscription_list_by_customer_id(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     second = fake.subscribe(USER, TEAM_PRICE)
     customer = fake.customer(USER)
@@ -150,7 +150,7 @@ async def test_subscription_list_by_customer_id(
 
 
 async def test_subscription_update_changes_plan(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord, clock: Clock
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord, clock: Clock
 ) -> None:
     clock.advance(DAY)
     response = await http.patch(f"/subscriptions/{subscription.id}", json={"price_id": TEAM_PRICE})
@@ -161,7 +161,7 @@ async def test_subscription_update_changes_plan(
 
 
 async def test_subscription_update_schedules_cancel_and_sets_metadata(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     response = await http.patch(
         f"/subscriptions/{subscription.id}", json={"cancel_at_period_end": True, "metadata": {"why": "price"}}
@@ -175,13 +175,13 @@ async def test_subscription_update_schedules_cancel_and_sets_metadata(
 
 @pytest.mark.parametrize("body", [{"cancel_at_period_end": "yes"}, {"price_id": 3}, {"metadata": []}])
 async def test_subscription_update_validates_fields(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord, body: dict[str, Any]
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord, body: dict[str, Any]
 ) -> None:
     [name] = body
     assert name in field_errors(await http.patch(f"/subscriptions/{subscription.id}", json=body))
 
 
-async def test_subscription_update_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_subscription_update_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.patch("/subscriptions/sub_nope", json={}), 404, "RES_NOT_FOUND")
 
 
@@ -189,7 +189,7 @@ async def test_subscription_update_unknown_is_404(http: httpx.AsyncClient) -> No
     "body", [{}, {"cancel_at_period_end": True}, None], ids=["empty", "explicit", "no-body"]
 )
 async def test_subscription_cancel_defaults_to_period_end(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord, body: dict[str, Any] | None
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord, body: dict[str, Any] | None
 ) -> None:
     response = await http.post(f"/subscriptions/{subscription.id}/cancel", json=body)
     sub = _subscription(response, 200, 201)
@@ -200,7 +200,7 @@ async def test_subscription_cancel_defaults_to_period_end(
 
 
 async def test_subscription_cancel_now(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord, clock: Clock
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord, clock: Clock
 ) -> None:
     clock.advance(DAY)
     response = await http.post(
@@ -212,12 +212,12 @@ async def test_subscription_cancel_now(
     assert not await _has_access(http)
 
 
-async def test_subscription_cancel_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_subscription_cancel_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.post("/subscriptions/sub_nope/cancel", json={}), 404, "RES_NOT_FOUND")
 
 
 async def test_subscription_reactivate_undoes_a_scheduled_cancel(
-    http: httpx.AsyncClient, subscription: SubscriptionRecord
+    http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     await http.post(f"/subscriptions/{subscription.id}/cancel", json={})
     sub = _subscription(await http.post(f"/subscriptions/{subscription.id}/reactivate"), 200, 201)
@@ -226,13 +226,13 @@ async def test_subscription_reactivate_undoes_a_scheduled_cancel(
     assert await _has_access(http)
 
 
-async def test_subscription_reactivate_unknown_is_404(http: httpx.AsyncClient) -> None:
+async def test_subscription_reactivate_unknown_is_404(http: httpx2.AsyncClient) -> None:
     assert_error(await http.post("/subscriptions/sub_nope/reactivate"), 404, "RES_NOT_FOUND")
 
 
 @pytest.mark.parametrize("status", [*STATUSES, "paused", "some_future_status"])
 async def test_subscription_every_status_is_served_and_unknown_ones_do_not_crash(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord, status: str
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord, status: str
 ) -> None:
     fake.set_status(subscription.id, status)
     assert _subscription(await http.get(f"/subscriptions/{subscription.id}"))["status"] == status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, SubscriptionRecord
@@ -33,11 +33,11 @@ from ._helpers import (
 CHECK_KEYS = {"feature_key", "has_access", "reason", "limit", "usage", "metadata", "requestId"}
 
 
-async def _check(http: httpx.AsyncClient, customer: str = USER, feature: str = QUOTA) -> httpx.Response:
+async def _check(http: httpx2.AsyncClient, customer: str = USER, feature: str = QUOTA) -> httpx2.Response:
     return await http.get("/v1/usage/check", params={"customer_id": customer, "feature_key": feature})
 
 
-async def _checked(http: httpx.AsyncClient, customer: str = USER, feature: str = QUOTA) -> dict[str, Any]:
+async def _checked(http: httpx2.AsyncClient, customer: str = USER, feature: str = QUOTA) -> dict[str, Any]:
     response = await _check(http, customer, feature)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -46,7 +46,7 @@ async def _checked(http: httpx.AsyncClient, customer: str = USER, feature: str =
     return body
 
 
-async def _track(http: httpx.AsyncClient, quantity: float = 1, **kwargs: Any) -> httpx.Response:
+async def _track(http: httpx2.AsyncClient, quantity: float = 1, **kwargs: Any) -> httpx2.Response:
     return await http.post("/v1/usage/track", json=track_body(quantity=quantity, **kwargs))
 
 
@@ -55,7 +55,7 @@ async def _track(http: httpx.AsyncClient, quantity: float = 1, **kwargs: Any) ->
 
 @pytest.mark.parametrize("endpoint", ["check", "track", "metrics"])
 async def test_usage_customer_id_is_the_external_id_never_the_internal_id(
-    fake: FakeBillingOS, http: httpx.AsyncClient, endpoint: str
+    fake: FakeBillingOS, http: httpx2.AsyncClient, endpoint: str
 ) -> None:
     """``customer_id`` is the merchant's own user id: the internal UUID finds no customer."""
     record = fake.customer(USER)
@@ -73,11 +73,11 @@ async def test_usage_customer_id_is_the_external_id_never_the_internal_id(
 # -- check -----------------------------------------------------------------------------------------
 
 
-async def test_check_unknown_customer_is_404_customer_not_found(http: httpx.AsyncClient) -> None:
+async def test_check_unknown_customer_is_404_customer_not_found(http: httpx2.AsyncClient) -> None:
     assert_error(await _check(http, "nobody"), 404, "RES_NOT_FOUND", "Customer not found")
 
 
-async def test_check_without_grant_is_no_active_subscription(http: httpx.AsyncClient) -> None:
+async def test_check_without_grant_is_no_active_subscription(http: httpx2.AsyncClient) -> None:
     await http.post("/customers", json={"email": "free@example.com", "external_id": "free"})
     for customer, feature in [("free", QUOTA), (USER, UNGRANTED), (USER, "no_such_feature")]:
         body = await _checked(http, customer, feature)
@@ -90,7 +90,7 @@ async def test_check_without_grant_is_no_active_subscription(http: httpx.AsyncCl
 
 @pytest.mark.parametrize("status", ["trialing", "past_due", "incomplete", "unpaid", "paused"])
 async def test_check_subscription_not_active(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord, status: str
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord, status: str
 ) -> None:
     fake.set_status(subscription.id, status)
     for feature in (QUOTA, FLAG, NUMERIC):
@@ -100,7 +100,7 @@ async def test_check_subscription_not_active(
 
 
 async def test_check_canceled_subscription_has_no_access(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     fake.set_status(subscription.id, "canceled")
     body = await _checked(http)
@@ -108,14 +108,14 @@ async def test_check_canceled_subscription_has_no_access(
     assert body["reason"] in ("no_active_subscription", "subscription_not_active")
 
 
-async def test_check_boolean_flag(http: httpx.AsyncClient) -> None:
+async def test_check_boolean_flag(http: httpx2.AsyncClient) -> None:
     body = await _checked(http, USER, FLAG)
     assert body["has_access"] is True
     assert "reason" not in body
     assert body["metadata"]["type"] == "boolean_flag"
 
 
-async def test_check_numeric_limit(http: httpx.AsyncClient) -> None:
+async def test_check_numeric_limit(http: httpx2.AsyncClient) -> None:
     body = await _checked(http, USER, NUMERIC)
     assert body["has_access"] is True
     assert as_number(body["limit"]) == 5
@@ -123,7 +123,7 @@ async def test_check_numeric_limit(http: httpx.AsyncClient) -> None:
 
 
 async def test_check_usage_quota_reports_usage_remaining_and_resets_at(
-    http: httpx.AsyncClient, clock: Clock
+    http: httpx2.AsyncClient, clock: Clock
 ) -> None:
     await _track(http, 30)
     clock.advance(DAY)
@@ -138,7 +138,7 @@ async def test_check_usage_quota_reports_usage_remaining_and_resets_at(
     assert metadata["resets_at"] == iso(START + 30 * DAY)
 
 
-async def test_check_consumed_at_limit_is_quota_exceeded(http: httpx.AsyncClient) -> None:
+async def test_check_consumed_at_limit_is_quota_exceeded(http: httpx2.AsyncClient) -> None:
     await _track(http, QUOTA_LIMIT)
     body = await _checked(http)
     assert body["has_access"] is False
@@ -148,7 +148,7 @@ async def test_check_consumed_at_limit_is_quota_exceeded(http: httpx.AsyncClient
 
 
 async def test_check_period_rolls_over_and_usage_resets(
-    fake: FakeBillingOS, http: httpx.AsyncClient, clock: Clock
+    fake: FakeBillingOS, http: httpx2.AsyncClient, clock: Clock
 ) -> None:
     await _track(http, QUOTA_LIMIT)
     clock.advance(30 * DAY)
@@ -164,7 +164,7 @@ async def test_check_period_rolls_over_and_usage_resets(
     [({}, {"customer_id", "feature_key"}), ({"customer_id": USER}, {"feature_key"})],
 )
 async def test_check_requires_customer_id_and_feature_key(
-    http: httpx.AsyncClient, params: dict[str, str], missing: set[str]
+    http: httpx2.AsyncClient, params: dict[str, str], missing: set[str]
 ) -> None:
     assert set(field_errors(await http.get("/v1/usage/check", params=params))) == missing
 
@@ -172,7 +172,7 @@ async def test_check_requires_customer_id_and_feature_key(
 # -- track -----------------------------------------------------------------------------------------
 
 
-async def test_track_is_201_with_usage_shape(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_track_is_201_with_usage_shape(http: httpx2.AsyncClient, clock: Clock) -> None:
     clock.advance(3600)
     response = await _track(http, 5, metadata={"source": "test"})
     assert response.status_code == 201
@@ -191,7 +191,7 @@ async def test_track_is_201_with_usage_shape(http: httpx.AsyncClient, clock: Clo
     assert usage["period_end"] == iso(START + 30 * DAY)
 
 
-async def test_track_numbers_may_be_non_integer_decimals(http: httpx.AsyncClient) -> None:
+async def test_track_numbers_may_be_non_integer_decimals(http: httpx2.AsyncClient) -> None:
     usage = (await _track(http, 1)).json()["usage"]
     for name in ("consumed_units", "limit_units", "remaining_units"):
         value = usage[name]
@@ -200,14 +200,14 @@ async def test_track_numbers_may_be_non_integer_decimals(http: httpx.AsyncClient
 
 
 async def test_track_unknown_customer_is_404_customer_not_found(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     response = await _track(http, customer="nobody")
     assert_error(response, 404, "RES_NOT_FOUND", "Customer not found")
 
 
 async def test_track_without_grant_is_404_no_active_subscription(
-    fake: FakeBillingOS, http: httpx.AsyncClient, subscription: SubscriptionRecord
+    fake: FakeBillingOS, http: httpx2.AsyncClient, subscription: SubscriptionRecord
 ) -> None:
     message = "No active subscription with this feature"
     assert_error(await _track(http, feature=UNGRANTED), 404, "RES_NOT_FOUND", message)
@@ -217,13 +217,13 @@ async def test_track_without_grant_is_404_no_active_subscription(
 
 
 @pytest.mark.parametrize("feature", [FLAG, NUMERIC])
-async def test_track_non_quota_feature_is_400(http: httpx.AsyncClient, feature: str) -> None:
+async def test_track_non_quota_feature_is_400(http: httpx2.AsyncClient, feature: str) -> None:
     response = await _track(http, feature=feature)
     assert_error(response, 400, "VAL_INVALID_INPUT", "Feature is not a usage quota type")
 
 
 async def test_track_over_the_limit_is_400_quota_exceeded_and_not_counted(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     assert (await _track(http, 99)).status_code == 201
     assert_error(await _track(http, 2), 400, "VAL_INVALID_INPUT", "quota_exceeded")
@@ -234,7 +234,7 @@ async def test_track_over_the_limit_is_400_quota_exceeded_and_not_counted(
     assert_error(await _track(http, 0.001), 400, "VAL_INVALID_INPUT", "quota_exceeded")
 
 
-async def test_track_fractional_quantities(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_track_fractional_quantities(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     await _track(http, 0.5)
     response = await _track(http, 0.25)
     assert response.status_code == 201
@@ -245,7 +245,7 @@ async def test_track_fractional_quantities(fake: FakeBillingOS, http: httpx.Asyn
 
 @pytest.mark.parametrize("quantity", [0, -1, "1", True, None, [1]])
 async def test_track_quantity_must_be_a_positive_number(
-    fake: FakeBillingOS, http: httpx.AsyncClient, quantity: object
+    fake: FakeBillingOS, http: httpx2.AsyncClient, quantity: object
 ) -> None:
     body = {**track_body(), "quantity": quantity}
     assert "quantity" in field_errors(await http.post("/v1/usage/track", json=body))
@@ -262,13 +262,13 @@ async def test_track_quantity_must_be_a_positive_number(
     ],
 )
 async def test_track_body_fields_are_validated(
-    http: httpx.AsyncClient, body: dict[str, Any], field: str
+    http: httpx2.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
     assert field in field_errors(await http.post("/v1/usage/track", json=body))
 
 
 async def test_track_uses_the_active_grant_among_several_subscriptions(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     fake.subscribe(USER, TEAM_PRICE)
     response = await _track(http, feature=UNGRANTED)
@@ -279,7 +279,7 @@ async def test_track_uses_the_active_grant_among_several_subscriptions(
 # -- metrics ---------------------------------------------------------------------------------------
 
 
-async def test_metrics_shape(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_metrics_shape(http: httpx2.AsyncClient, clock: Clock) -> None:
     await _track(http, 25)
     clock.advance(DAY / 2)
     response = await http.get("/v1/usage/metrics", params={"customer_id": USER})
@@ -314,7 +314,7 @@ async def test_metrics_shape(http: httpx.AsyncClient, clock: Clock) -> None:
     assert metric["period_end"] == iso(START + 30 * DAY)
 
 
-async def test_metrics_filter_by_feature_key(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_metrics_filter_by_feature_key(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.subscribe(USER, TEAM_PRICE)
     everything = await http.get("/v1/usage/metrics", params={"customer_id": USER})
     assert {m["feature_key"] for m in everything.json()["metrics"]} == {QUOTA, UNGRANTED}
@@ -324,12 +324,12 @@ async def test_metrics_filter_by_feature_key(fake: FakeBillingOS, http: httpx.As
     assert none.json()["metrics"] == []
 
 
-async def test_metrics_unknown_customer_is_404(http: httpx.AsyncClient) -> None:
+async def test_metrics_unknown_customer_is_404(http: httpx2.AsyncClient) -> None:
     response = await http.get("/v1/usage/metrics", params={"customer_id": "nobody"})
     assert_error(response, 404, "RES_NOT_FOUND", "Customer not found")
 
 
-async def test_metrics_requires_customer_id(http: httpx.AsyncClient) -> None:
+async def test_metrics_requires_customer_id(http: httpx2.AsyncClient) -> None:
     assert "customer_id" in field_errors(await http.get("/v1/usage/metrics"))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import ROUTES, FakeBillingOS, Fault
@@ -15,13 +15,13 @@ from ._helpers import QUOTA, USER, Clock, assert_error, client, track_body
 TRACK = "POST /v1/usage/track"
 
 
-async def _track(http: httpx.AsyncClient) -> httpx.Response:
+async def _track(http: httpx2.AsyncClient) -> httpx2.Response:
     return await http.post("/v1/usage/track", json=track_body())
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 409, 400])
 async def test_fault_error_answers_the_envelope_without_processing(
-    fake: FakeBillingOS, http: httpx.AsyncClient, status: int
+    fake: FakeBillingOS, http: httpx2.AsyncClient, status: int
 ) -> None:
     fake.inject(TRACK, Fault.error(status))
     error = assert_error(await _track(http), status)
@@ -32,7 +32,9 @@ async def test_fault_error_answers_the_envelope_without_processing(
     assert fake.usage_of(USER, QUOTA) == 1
 
 
-async def test_fault_error_with_and_without_retry_after(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_error_with_and_without_retry_after(
+    fake: FakeBillingOS, http: httpx2.AsyncClient
+) -> None:
     fake.inject(TRACK, Fault.error(503, retry_after=2))
     fake.inject(TRACK, Fault.error(503))
     with_header = await _track(http)
@@ -42,14 +44,14 @@ async def test_fault_error_with_and_without_retry_after(fake: FakeBillingOS, htt
     assert_error(without, 503)
 
 
-async def test_fault_error_echoes_the_request_id(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_error_echoes_the_request_id(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject("GET /customers", Fault.error(500))
     response = await http.get("/customers", headers={"X-Request-Id": "req_" + "9" * 24})
     assert response.headers["x-request-id"] == "req_" + "9" * 24
     assert assert_error(response, 500)["requestId"] == "req_" + "9" * 24
 
 
-async def test_fault_delay_processes_after_the_delay(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_delay_processes_after_the_delay(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject(TRACK, Fault.delay(0.05))
     started = time.perf_counter()
     response = await _track(http)
@@ -59,7 +61,7 @@ async def test_fault_delay_processes_after_the_delay(fake: FakeBillingOS, http: 
 
 
 async def test_fault_malformed_json_is_200_not_json_and_not_processed(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     fake.inject(TRACK, Fault.malformed_json())
     response = await _track(http)
@@ -71,7 +73,7 @@ async def test_fault_malformed_json_is_200_not_json_and_not_processed(
 
 @pytest.mark.parametrize("status", [502, 504])
 async def test_fault_html_is_a_proxy_page_not_processed(
-    fake: FakeBillingOS, http: httpx.AsyncClient, status: int
+    fake: FakeBillingOS, http: httpx2.AsyncClient, status: int
 ) -> None:
     fake.inject(TRACK, Fault.html(status))
     response = await _track(http)
@@ -82,28 +84,28 @@ async def test_fault_html_is_a_proxy_page_not_processed(
 
 
 async def test_fault_reset_in_process_is_a_protocol_error_and_not_processed(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     fake.inject(TRACK, Fault.reset())
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await _track(http)
     assert fake.usage_of(USER, QUOTA) == 0
     assert fake.requests[-1].route == TRACK
 
 
-async def test_fault_reset_is_recorded_with_no_status(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_reset_is_recorded_with_no_status(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     """The client got no response, so the record has no status (as for drop_response)."""
     fake.inject(TRACK, Fault.reset())
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await _track(http)
     assert fake.requests[-1].status is None
 
 
 async def test_fault_drop_response_in_process_is_processed_then_lost(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     fake.inject(TRACK, Fault.drop_response())
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await _track(http)
     assert fake.usage_of(USER, QUOTA) == 1
     assert fake.requests[-1].status is None
@@ -111,7 +113,7 @@ async def test_fault_drop_response_in_process_is_processed_then_lost(
     assert fake.usage_of(USER, QUOTA) == 2
 
 
-async def test_fault_times_counts_firings(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_times_counts_firings(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     rule = fake.inject(TRACK, Fault.error(503), times=2)
     statuses = [(await _track(http)).status_code for _ in range(4)]
     assert statuses == [503, 503, 201, 201]
@@ -120,7 +122,7 @@ async def test_fault_times_counts_firings(fake: FakeBillingOS, http: httpx.Async
     assert fake.usage_of(USER, QUOTA) == 2
 
 
-async def test_fault_times_none_is_forever(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_times_none_is_forever(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     rule = fake.inject("GET /customers", Fault.error(500), times=None)
     statuses = {(await http.get("/customers")).status_code for _ in range(10)}
     assert statuses == {500}
@@ -129,7 +131,7 @@ async def test_fault_times_none_is_forever(fake: FakeBillingOS, http: httpx.Asyn
     assert (await http.get("/customers")).status_code == 200
 
 
-async def test_fault_only_hits_its_route(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_only_hits_its_route(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject("GET /customers/{id}", Fault.error(500), times=None)
     assert (await http.get("/customers")).status_code == 200
     assert (await http.get(f"/customers/external/{USER}")).status_code == 200
@@ -152,13 +154,13 @@ async def test_fault_probability_with_a_seed_is_repeatable() -> None:
     assert set(first) == {200, 503}
 
 
-async def test_fault_probability_one_always_fires(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_probability_one_always_fires(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     rule = fake.inject("GET /customers", Fault.error(503), times=3, probability=1.0)
     assert [(await http.get("/customers")).status_code for _ in range(4)] == [503, 503, 503, 200]
     assert rule.hits == 3
 
 
-async def test_fault_wildcard_star_matches_every_route(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_wildcard_star_matches_every_route(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject("*", Fault.error(503), times=None)
     for method, path in [
         ("GET", "/customers"),
@@ -170,7 +172,7 @@ async def test_fault_wildcard_star_matches_every_route(fake: FakeBillingOS, http
     assert fake.usage_of(USER, QUOTA) == 0
 
 
-async def test_fault_wildcard_method_pattern(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_wildcard_method_pattern(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject("GET *", Fault.error(502), times=None)
     assert (await http.get("/customers")).status_code == 502
     assert (
@@ -179,14 +181,14 @@ async def test_fault_wildcard_method_pattern(fake: FakeBillingOS, http: httpx.As
     assert (await _track(http)).status_code == 201
 
 
-async def test_fault_wildcard_path_pattern(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_wildcard_path_pattern(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     fake.inject("* /subscriptions/*", Fault.error(500), times=None)
     assert (await http.get("/subscriptions/x")).status_code == 500
     assert (await http.post("/subscriptions/x/cancel", json={})).status_code == 500
     assert (await http.get("/subscriptions")).status_code == 200
 
 
-async def test_fault_first_armed_matching_rule_fires(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_first_armed_matching_rule_fires(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     first = fake.inject(TRACK, Fault.error(500))
     second = fake.inject("*", Fault.error(502))
     assert [(await _track(http)).status_code for _ in range(3)] == [500, 502, 201]
@@ -213,7 +215,7 @@ def test_fault_arguments_are_validated(fake: FakeBillingOS) -> None:
             fake.inject(TRACK, Fault.reset(), probability=probability)
 
 
-async def test_fault_does_not_fire_on_unmatched_paths(fake: FakeBillingOS, http: httpx.AsyncClient) -> None:
+async def test_fault_does_not_fire_on_unmatched_paths(fake: FakeBillingOS, http: httpx2.AsyncClient) -> None:
     rule = fake.inject("*", Fault.error(500), times=None)
     assert_error(await http.get("/nowhere"), 404, "RES_NOT_FOUND")
     assert rule.hits == 0

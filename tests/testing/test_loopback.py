@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import FakeBillingOS, Fault
@@ -12,8 +12,8 @@ from ._helpers import GENERATED_REQUEST_ID, QUOTA, USER, assert_error, sized_jso
 TRACK = "POST /v1/usage/track"
 
 
-def _http(fake: FakeBillingOS, url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {fake.secret_key}"}, timeout=5)
+def _http(fake: FakeBillingOS, url: str) -> httpx2.Client:
+    return httpx2.Client(base_url=url, headers={"Authorization": f"Bearer {fake.secret_key}"}, timeout=5)
 
 
 def test_loopback_request_id_is_echoed_and_generated(fake: FakeBillingOS) -> None:
@@ -31,7 +31,7 @@ def test_loopback_request_id_is_echoed_and_generated(fake: FakeBillingOS) -> Non
 def test_loopback_drop_response_counts_but_the_client_sees_a_protocol_error(fake: FakeBillingOS) -> None:
     fake.inject(TRACK, Fault.drop_response())
     with fake.serve() as url, _http(fake, url) as http:
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             http.post("/v1/usage/track", json=track_body(quantity=3))
         assert fake.usage_of(USER, QUOTA) == 3  # it happened
         assert fake.requests[-1].status is None
@@ -43,7 +43,7 @@ def test_loopback_drop_response_counts_but_the_client_sees_a_protocol_error(fake
 def test_loopback_reset_is_a_protocol_error_and_nothing_happened(fake: FakeBillingOS) -> None:
     fake.inject(TRACK, Fault.reset())
     with fake.serve() as url, _http(fake, url) as http:
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             http.post("/v1/usage/track", json=track_body(quantity=3))
         assert fake.usage_of(USER, QUOTA) == 0
         after = http.post("/v1/usage/track", json=track_body())

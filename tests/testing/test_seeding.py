@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from billingos.testing import CustomerRecord, FakeBillingOS, Plan, SubscriptionRecord
@@ -49,7 +49,7 @@ def test_seeding_add_customer_and_find_it_by_either_id() -> None:
 
 
 async def test_seeding_subscribe_by_external_id_or_record(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     record = fake.add_customer("seeded")
     by_record = fake.subscribe(record, PRO_PRICE)
@@ -78,7 +78,7 @@ def test_seeding_set_status_accepts_unknown_values(
 
 
 async def test_seeding_usage_of_reads_what_the_server_counted(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     assert fake.usage_of(USER, QUOTA) == 0
     await http.post("/v1/usage/track", json=track_body(quantity=2.5))
@@ -88,7 +88,7 @@ async def test_seeding_usage_of_reads_what_the_server_counted(
 
 
 async def test_seeding_requests_are_recorded_without_the_secret(
-    fake: FakeBillingOS, http: httpx.AsyncClient
+    fake: FakeBillingOS, http: httpx2.AsyncClient
 ) -> None:
     await http.post("/v1/usage/track", json=track_body(), headers={"X-Request-Id": "req_" + "1" * 24})
     await http.get("/customers", params={"page": 1})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from billingos import NotFoundError, RequestTimeoutError, ServerError
@@ -22,13 +22,13 @@ TRACK = "POST /v1/usage/track"
 
 
 @pytest.mark.parametrize("body", [[1, 2], "text", 3, True])
-async def test_a_json_body_that_is_not_an_object_is_a_400(http: httpx.AsyncClient, body: object) -> None:
+async def test_a_json_body_that_is_not_an_object_is_a_400(http: httpx2.AsyncClient, body: object) -> None:
     response = await http.post("/customers", json=body)
     error = assert_error(response, 400, "VAL_INVALID_INPUT")
     assert error["message"] == "The request body must be a JSON object"
 
 
-async def test_a_json_null_body_is_an_empty_object(http: httpx.AsyncClient) -> None:
+async def test_a_json_null_body_is_an_empty_object(http: httpx2.AsyncClient) -> None:
     """``null`` is read as ``{}``: what is then missing is reported field by field."""
     response = await http.post("/customers", content=b"null", headers={"content-type": "application/json"})
     assert "email" in field_errors(response)
@@ -36,7 +36,7 @@ async def test_a_json_null_body_is_an_empty_object(http: httpx.AsyncClient) -> N
 
 @pytest.mark.parametrize("address", [["1 Main St"], "1 Main St", 42])
 async def test_a_billing_address_that_is_not_an_object_is_refused(
-    http: httpx.AsyncClient, address: object
+    http: httpx2.AsyncClient, address: object
 ) -> None:
     errors = field_errors(
         await http.post("/customers", json={"email": "a@example.com", "billing_address": address})
@@ -44,7 +44,7 @@ async def test_a_billing_address_that_is_not_an_object_is_refused(
     assert errors["billing_address"] == ["billing_address must be an object"]
 
 
-async def test_an_unknown_billing_address_field_is_refused(http: httpx.AsyncClient) -> None:
+async def test_an_unknown_billing_address_field_is_refused(http: httpx2.AsyncClient) -> None:
     body = {"email": "a@example.com", "billing_address": {"country": "FR", "planet": "Earth"}}
     errors = field_errors(await http.post("/customers", json=body))
     assert errors == {"billing_address.planet": ["property planet should not exist"]}
@@ -52,14 +52,16 @@ async def test_an_unknown_billing_address_field_is_refused(http: httpx.AsyncClie
 
 @pytest.mark.parametrize("value", [75001, ["Paris"], {"name": "Paris"}, True])
 async def test_a_billing_address_field_that_is_not_a_string_is_refused(
-    http: httpx.AsyncClient, value: object
+    http: httpx2.AsyncClient, value: object
 ) -> None:
     body = {"email": "a@example.com", "billing_address": {"city": value, "country": "FR"}}
     errors = field_errors(await http.post("/customers", json=body))
     assert errors == {"billing_address.city": ["city must be a string"]}
 
 
-async def test_null_billing_address_fields_are_accepted(http: httpx.AsyncClient, fake: FakeBillingOS) -> None:
+async def test_null_billing_address_fields_are_accepted(
+    http: httpx2.AsyncClient, fake: FakeBillingOS
+) -> None:
     body = {"email": "a@example.com", "billing_address": {"city": None, "country": "FR"}}
     response = await http.post("/customers", json=body)
     assert response.status_code == 201
@@ -80,7 +82,7 @@ async def test_a_seeded_value_json_cannot_carry_fails_loudly_naming_its_type(fak
 
 
 async def test_an_error_fault_with_an_unnamed_status_uses_a_generic_reason(
-    http: httpx.AsyncClient, fake: FakeBillingOS
+    http: httpx2.AsyncClient, fake: FakeBillingOS
 ) -> None:
     fake.inject(TRACK, Fault.error(599))
     response = await http.post("/v1/usage/track", json=track_body())
@@ -90,7 +92,7 @@ async def test_an_error_fault_with_an_unnamed_status_uses_a_generic_reason(
 
 
 async def test_an_html_fault_with_an_unnamed_status_uses_a_generic_reason(
-    http: httpx.AsyncClient, fake: FakeBillingOS
+    http: httpx2.AsyncClient, fake: FakeBillingOS
 ) -> None:
     fake.inject(TRACK, Fault.html(499))
     response = await http.post("/v1/usage/track", json=track_body())

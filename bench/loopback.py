@@ -80,11 +80,11 @@ async def sdk_client(
         def call() -> Awaitable[object]:
             return billing.check_entitlement(CUSTOMER, FEATURE)
 
-        transport = billing._requester.transport.backend
+        transport = billing._requester.transport  # its backend is built on the first call
         if backend == "httpx2":
-            call.pool_size = lambda: _pool_size(transport.client)  # type: ignore[attr-defined]
+            call.pool_size = lambda: _pool_size(transport.backend.client)  # type: ignore[union-attr]
         else:
-            call.pool_size = lambda: _aiohttp_pool_size(transport.session)  # type: ignore[attr-defined]
+            call.pool_size = lambda: _aiohttp_pool_size(transport.backend.session)  # type: ignore[union-attr]
         yield call
 
 

@@ -17,7 +17,7 @@ from ._validate import shown
 
 Environment = Literal["test", "live"]
 TimeoutTypes = float | int | httpx2.Timeout
-HttpBackend = Literal["httpx2", "aiohttp"]
+HttpBackend = Literal["httpx2", "httpx", "aiohttp"]
 """What carries the SDK's requests: httpx2 (the default), or aiohttp (the ``billingos[aiohttp]`` extra).
 ``"httpx"`` is accepted as another name for ``"httpx2"``."""
 
@@ -26,8 +26,8 @@ LIVE_URL = "https://api.billingos.dev"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 3
-# keep-alive = max: httpcore 1.0.9 counts *all* pooled connections against max_keepalive_connections,
-# so a lower value closes every connection as it goes idle under load (one new connection per call).
+# keep-alive = max: every connection the pool opened under load stays open for the next burst (a lower
+# value closes connections as they go idle, and each later burst pays new connects).
 DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
 
 _PREFIXES: Mapping[str, Environment] = {"sk_test_": "test", "sk_live_": "live"}

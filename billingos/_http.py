@@ -8,11 +8,14 @@ and JSON live here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
 import re
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, TypeVar
@@ -36,8 +39,17 @@ from ._errors import (
     ServerError,
     ValidationError,
 )
+from ._loops import in_event_loop
 from ._retry import RetryPolicy, parse_retry_after
-from ._transport import Backend, HttpxBackend, Reply, new_httpx_client, parse_url, ssl_context
+from ._transport import (
+    Backend,
+    HttpxBackend,
+    Reply,
+    httpx2_default_headers,
+    new_httpx_client,
+    parse_url,
+    ssl_context,
+)
 from ._version import __version__
 
 T = TypeVar("T")
@@ -100,49 +112,99 @@ def new_request_id() -> str:
 
 @attrs.define(eq=False)
 class Transport:
-    """What every copy made by ``with_options`` shares: the backend (its pool) and its lifecycle."""
+    """What every copy made by ``with_options`` shares: the backend (its pool) and its lifecycle.
 
-    backend: Backend
+    Building the SDK's own backend costs tens of milliseconds the first time (the verifying TLS context,
+    importing httpcore2 or aiohttp). A client created inside a running event loop therefore builds it on
+    its first request, in a worker thread, so that no SDK call stalls the loop; elsewhere (a script, the
+    module level of an app) it is built at once.
+    """
+
+    backend: Backend | None
+    """``None`` until :meth:`started` has built it (a client created inside a running loop)."""
+    default_headers: httpx2.Headers
+    """Headers the backend's client adds by default; each requester merges them into its own once."""
+    factory: Callable[[], Backend] | None = None
     closed: bool = False
+    _building: threading.Lock = attrs.field(factory=threading.Lock)
 
     @classmethod
     def create(cls, settings: Settings, client: httpx2.AsyncClient | None) -> Transport:
         check_http_client(settings, client)
         if client is not None:
-            return cls(HttpxBackend(client, owns_client=False))
+            backend = HttpxBackend(client, owns_client=False)
+            return cls(backend, backend.default_headers)
+        factory: Callable[[], Backend]
         if settings.http_backend == "aiohttp":
-            from ._config import AIOHTTP_MISSING
+            factory, headers = functools.partial(_aiohttp_backend, settings), httpx2.Headers()
+        else:
+            factory, headers = functools.partial(_own_httpx_backend, settings), httpx2_default_headers()
+        if in_event_loop():
+            return cls(None, headers, factory)
+        return cls(factory(), headers)
 
-            try:  # imported here: aiohttp takes ~150 ms to import and most users never ask for it
-                from ._aiohttp_backend import AiohttpBackend
-            except ImportError as exc:
-                raise ValidationError(f"{AIOHTTP_MISSING} ({exc})", code="invalid_argument") from None
-            return cls(AiohttpBackend(settings, ssl_context()))
-        return cls(HttpxBackend(new_httpx_client(settings.limits, settings.timeout), owns_client=True))
+    async def started(self) -> Backend:
+        """The backend, built now in a worker thread if it was not yet."""
+        backend = self.backend
+        if backend is None:
+            import anyio.to_thread
+
+            backend = await anyio.to_thread.run_sync(self.build)
+        return backend
+
+    def build(self) -> Backend:
+        """The backend, built now in this thread if it was not yet (blocking: not on an event loop)."""
+        with self._building:  # concurrent first calls: one builds, the others find it built
+            backend = self.backend
+            if backend is None:
+                assert self.factory is not None
+                backend = self.backend = self.factory()
+            return backend
 
     @property
     def is_closed(self) -> bool:
         """Closed by the SDK, or (a caller's own ``http_client``) by its owner."""
-        return self.closed or self.backend.is_closed
+        return self.closed or (self.backend is not None and self.backend.is_closed)
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
-        await self.backend.aclose()
+        if self.backend is not None:
+            await self.backend.aclose()
+
+
+def _own_httpx_backend(settings: Settings) -> Backend:
+    client = new_httpx_client(settings.limits, settings.timeout)
+    # httpcore2 imports its network backend on the first connect, on the event loop: import it here
+    # (off the loop when a loop is running, see Transport) so that the first request does not stall it.
+    import httpcore2._backends.anyio  # noqa: F401
+
+    if "trio" in sys.modules:
+        import httpcore2._backends.trio  # noqa: F401
+    return HttpxBackend(client, owns_client=True)
+
+
+def _aiohttp_backend(settings: Settings) -> Backend:
+    from ._config import AIOHTTP_MISSING
+
+    try:  # imported on first use: aiohttp takes ~150 ms to import and most users never ask for it
+        from ._aiohttp_backend import AiohttpBackend
+    except ImportError as exc:
+        raise ValidationError(f"{AIOHTTP_MISSING} ({exc})", code="invalid_argument") from None
+    return AiohttpBackend(settings, ssl_context())
 
 
 class Requester:
     """Sends requests for one client configuration over a (possibly shared) :class:`Transport`."""
 
-    __slots__ = ("_base_headers", "_base_url", "_send", "_timeout", "policy", "settings", "transport")
+    __slots__ = ("_base_headers", "_base_url", "_timeout", "policy", "settings", "transport")
 
     def __init__(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
         self.settings = settings
         self.transport = transport
         self.policy = policy
         self._base_url = settings.api_url
-        self._send = transport.backend.send  # bound once, not once per attempt
         ours = {
             "authorization": f"Bearer {settings.secret_key.reveal()}",
             "user-agent": USER_AGENT,
@@ -152,7 +214,7 @@ class Requester:
         # locals (Sentry's frame variables, pytest -l, rich's show_locals). The backend's default
         # headers (Accept-Encoding, Connection, or a caller's own client's) are merged in once, now.
         # Names are lower-case so an extra header replaces ours whatever its case.
-        self._base_headers = httpx2.Headers(transport.backend.default_headers)
+        self._base_headers = httpx2.Headers(transport.default_headers)
         self._base_headers.update(ours)
         self._timeout = settings.timeout
 
@@ -231,7 +293,8 @@ class Requester:
             raise _closed_error()  # e.g. closed while this call waited to retry
         started = time.perf_counter()
         try:
-            reply = await self._send(call.method, call.url, call.headers, call.content, call.timeout)
+            backend = self.transport.backend or await self.transport.started()
+            reply = await backend.send(call.method, call.url, call.headers, call.content, call.timeout)
         except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
             if self.transport.is_closed:  # the pool was closed under this call: that is the cause
                 raise _closed_error() from error

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["running_asyncio_loop"]
+__all__ = ["in_event_loop", "running_asyncio_loop"]
 
 
 def _load_sniffio() -> Callable[[], str] | None:
@@ -56,3 +56,24 @@ def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def in_event_loop() -> bool:
+    """Whether this thread is running an event loop (asyncio, or trio), where blocking work would stall it."""
+    if "asyncio" in sys.modules:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return True
+    trio: Any = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            return False
+        return True
+    return False

@@ -193,6 +193,9 @@ class _Runner:
             loop = _LoopThread.start()
             try:
                 core = loop.portal.call(self._build)
+                # The pool's setup (TLS context, imports) here, in the calling thread, which blocks
+                # anyway: not in a worker thread of the loop, which is what an async first call does.
+                core._requester.transport.build()
             except BaseException:
                 loop.stop()
                 raise
@@ -492,7 +495,7 @@ class BillingOS(_SyncBase):
     It runs the async client on one background event-loop thread, so one instance can be shared by
     any number of threads (a WSGI server's workers, say) and keeps one connection pool. It also works
     when called from inside a running event loop (Jupyter) and in a child after ``os.fork()``.
-    ``http_backend="aiohttp"`` puts aiohttp under that loop's pool, as for :class:`AsyncBillingOS`.
+    ``http_backend="aiohttp"`` sends through aiohttp on that loop, as for :class:`AsyncBillingOS`.
 
     Example::
 

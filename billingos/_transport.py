@@ -163,6 +163,14 @@ async def _reap_orphans(client: httpx2.AsyncClient) -> None:
                 await connection.aclose()
 
 
+def httpx2_default_headers() -> httpx2.Headers:
+    """The headers an ``httpx2.AsyncClient`` adds by default, known without building one."""
+    from httpx2 import _client
+
+    encodings = getattr(_client, "ACCEPT_ENCODING", "gzip, deflate")
+    return httpx2.Headers({"accept-encoding": encodings, "connection": "keep-alive"})
+
+
 def new_httpx_client(limits: httpx2.Limits, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
     """The SDK's own pooled client, with the shared verifying TLS context."""
     return httpx2.AsyncClient(limits=limits, timeout=timeout, verify=ssl_context())

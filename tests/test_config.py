@@ -365,3 +365,29 @@ async def test_environment_property_follows_the_key_prefix(make: Make, key: str,
 
 async def test_environment_follows_the_key_not_the_url(make: Make) -> None:
     assert make(SECRET, api_url=LIVE).environment == "test"
+
+
+@pytest.mark.parametrize("cls", ["AsyncBillingOS", "BillingOS"])
+def test_a_client_of_the_old_httpx_package_is_refused_saying_what_to_pass(cls: str) -> None:
+    """Run where ``import httpx`` is the real httpx 0.28 (installed with respx), not the tests' alias."""
+    import subprocess
+    import sys
+
+    code = (
+        "import httpx, httpx2, billingos\n"
+        "assert httpx is not httpx2 and httpx.AsyncClient is not httpx2.AsyncClient\n"
+        "client = httpx.AsyncClient()\n"
+        "try:\n"
+        f"    billingos.{cls}('sk_test_' + 'a' * 32, http_client=client)\n"
+        "except billingos.ValidationError as exc:\n"
+        "    print(exc.code)\n"
+        "    print(exc.message)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert child.returncode == 0, child.stderr
+    code_line, message = child.stdout.strip().split("\n", 1)
+    assert code_line == "invalid_argument"
+    assert "not an httpx.AsyncClient of the old httpx package" in message
+    assert "httpx2.AsyncClient(" in message  # what to pass instead

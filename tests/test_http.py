@@ -326,7 +326,7 @@ async def test_closing_the_client_during_a_retry_wait_ends_the_call_with_client_
 
 async def test_with_options_shares_the_same_httpx_client(billing: AsyncBillingOS) -> None:
     clone = billing.with_options(timeout=3, max_retries=0)
-    assert clone._requester.transport.backend is billing._requester.transport.backend
+    assert clone._requester.transport is billing._requester.transport  # one pool, built once for both
     assert clone.timeout.read == 3.0
     assert clone.max_retries == 0
     assert billing.timeout.read == 30.0
@@ -337,9 +337,10 @@ async def test_closing_the_original_closes_its_with_options_copy(router: respx.M
     route = _customer_route(router)
     billing = AsyncBillingOS(SECRET, api_url=BASE_URL)
     clone = billing.with_options(max_retries=0)
+    backend = await billing._requester.transport.started()
     await billing.aclose()
     assert clone.is_closed
-    assert billing._requester.transport.backend.client.is_closed  # type: ignore[attr-defined]
+    assert backend.client.is_closed  # type: ignore[attr-defined]
     with pytest.raises(BillingOSError) as info:
         await clone.customers.get("c1")
     assert info.value.code == "client_closed"

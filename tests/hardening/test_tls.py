@@ -198,11 +198,14 @@ def test_the_sdks_own_clients_verify_certificates_and_host_names() -> None:
     async def contexts() -> list[ssl.SSLContext]:
         found = []
         async with AsyncBillingOS(LIVE) as billing:
-            found.append(billing._requester.transport.backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
+            backend = await billing._requester.transport.started()
+            found.append(backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
             copy = billing.with_options(timeout=1)
-            found.append(copy._requester.transport.backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
+            backend = await copy._requester.transport.started()
+            found.append(backend.client._transport._pool._ssl_context)  # type: ignore[attr-defined]
         async with AsyncBillingOS(LIVE, http_backend="aiohttp") as billing:
-            found.append(billing._requester.transport.backend._ssl_context)  # type: ignore[attr-defined]
+            backend = await billing._requester.transport.started()
+            found.append(backend._ssl_context)  # type: ignore[attr-defined]
         return found
 
     assert all(c is context for c in asyncio.run(contexts()))

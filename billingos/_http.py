@@ -178,7 +178,7 @@ def _own_httpx_backend(settings: Settings) -> Backend:
     client = new_httpx_client(settings.limits, settings.timeout)
     # httpcore2 imports its network backend on the first connect, on the event loop: import it here
     # (off the loop when a loop is running, see Transport) so that the first request does not stall it.
-    import httpcore2._backends.anyio  # noqa: F401
+    import httpcore2._backends.anyio
 
     if "trio" in sys.modules:
         import httpcore2._backends.trio  # noqa: F401

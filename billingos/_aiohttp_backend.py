@@ -133,6 +133,13 @@ class AiohttpBackend:
         except (TimeoutError, aiohttp.ClientError) as exc:
             _redact(exc)
             raise _aiohttp_error(exc) from exc
+        except asyncio.CancelledError:
+            # Closing the session cancels the calls waiting for a pooled connection. A call that nobody
+            # cancelled must not vanish as if it had been: it is told the client was closed.
+            task = asyncio.current_task()
+            if session.closed and task is not None and not task.cancelling():
+                raise RuntimeError("Cannot send a request, as the client has been closed.") from None
+            raise
 
     async def aclose(self) -> None:
         if self.session is not None:

@@ -231,8 +231,8 @@ class AsyncBillingOS:
 
     @property
     def is_closed(self) -> bool:
-        """True after :meth:`aclose`."""
-        return self._requester.transport.closed
+        """True after :meth:`aclose` (or once your own ``http_client`` was closed by its owner)."""
+        return self._requester.transport.is_closed
 
     async def aclose(self) -> None:
         """Close the connection pool (unless it is your own ``http_client``). Idempotent."""

@@ -1,28 +1,42 @@
 """``http_backend="aiohttp"``: the failures the main suite does not reach.
 
 A response that is not valid HTTP, a proxy that refuses the tunnel, a body that breaks off or fails to
-close, an aiohttp error of no known kind, and an aiohttp without the private resend switch. Each must
-surface as the httpx exception httpx itself would raise, so the SDK's error classes and its "may the
-request have reached the server?" answer are the same as on the default backend.
+decompress, an aiohttp error of no known kind, a failure that is not aiohttp's, a session closed under the
+client, and an aiohttp without the private resend switch. aiohttp's errors are mapped straight to the
+SDK's (``_aiohttp_error``), so the error classes and the "may the request have reached the server?"
+answer must be the same as on the default backend; nothing else may be swallowed or rewrapped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import httpx
+import httpx2
 import pytest
+from aiohttp.http_exceptions import ContentEncodingError
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from billingos import AsyncBillingOS, NetworkError, RequestTimeoutError, RetryPolicy
-from billingos._aiohttp_backend import AiohttpBackend, _BodyStream, _httpx_error
-from billingos._http import _network_error, _ssl_context
+from billingos import (
+    AsyncBillingOS,
+    BillingOSError,
+    NetworkError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    RetryPolicy,
+    ValidationError,
+)
+from billingos._aiohttp_backend import AiohttpBackend, _aiohttp_error, _redact
+from billingos._config import resolve
+from billingos._transport import ssl_context
+from billingos.testing import FakeBillingOS
+from billingos.testing.__main__ import seed_sandbox
 
 from ._factories import SECRET
-
-REQUEST_ID = "req_" + "0" * 24
 
 
 async def _serve(answer: bytes, seen: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -51,13 +65,34 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 
+def _backend(billing: AsyncBillingOS) -> AiohttpBackend:
+    backend = billing._requester.transport.backend
+    assert isinstance(backend, AiohttpBackend)
+    return backend
+
+
+async def _built_backend(billing: AsyncBillingOS) -> AiohttpBackend:
+    """The backend, built first if the client has not built it yet (it may wait for its first request)."""
+    transport: Any = billing._requester.transport
+    backend = transport.backend or await transport.started()
+    assert isinstance(backend, AiohttpBackend)
+    return backend
+
+
+def _acquired(billing: AsyncBillingOS) -> int:
+    session = _backend(billing).session
+    assert session is not None
+    assert session.connector is not None
+    return len(session.connector._acquired)  # type: ignore[attr-defined]
+
+
 # -- a response that is not HTTP --------------------------------------------------------------------
 
 
 BROKEN = b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}"
 
 
-async def test_an_invalid_http_response_is_a_protocol_error_and_a_post_is_not_resent(
+async def test_an_invalid_http_response_is_a_network_error_and_a_post_is_not_resent(
     policy: RetryPolicy, sleeps: list[float]
 ) -> None:
     seen: list[bytes] = []
@@ -75,14 +110,17 @@ async def test_an_invalid_http_response_is_a_protocol_error_and_a_post_is_not_re
         assert sleeps == []
         assert not isinstance(caught.value, RequestTimeoutError)
         assert caught.value.code == "network_error"
+        assert caught.value._maybe_sent is True  # type: ignore[attr-defined]
         assert "Content-Length" in caught.value.message
-        assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
-        assert isinstance(caught.value.__cause__.__cause__, aiohttp.ClientResponseError)
+        assert caught.value.request_id is not None
+        assert caught.value.request_id.encode() in seen[0]
+        assert type(caught.value.__cause__) is aiohttp.ClientResponseError  # aiohttp's own, chained
 
         with pytest.raises(NetworkError):
             await billing.check_entitlement("user_1", "api_calls")  # a GET is retried: 1 + 3 requests
         assert len(seen) == 5
         assert len(sleeps) == 3
+        assert _acquired(billing) == 0
 
 
 async def test_the_exception_chain_of_an_invalid_response_never_shows_the_key() -> None:
@@ -97,31 +135,47 @@ async def test_the_exception_chain_of_an_invalid_response_never_shows_the_key() 
         with pytest.raises(NetworkError) as caught:
             await b.check_entitlement("user_1", "api_calls")
     assert SECRET.encode() in seen[0]  # it was sent, as it must be
+    cause = caught.value.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    assert cause.request_info.headers["Authorization"] == "[secure]"  # masked by _redact
+    assert cause.request_info.headers["x-request-id"] == caught.value.request_id  # the rest is kept
+    assert cause.request_info.method == "GET"
+    assert cause.request_info.url.path == "/v1/usage/check"
     for link in _chain(caught.value):
         assert SECRET not in str(link)
         assert SECRET not in repr(link), type(link).__name__
         assert SECRET not in repr(vars(link)), type(link).__name__
 
 
+def test_redact_masks_only_the_authorization_of_a_response_error() -> None:
+    url = URL("http://127.0.0.1/v1/usage/check")
+    sent = {"Authorization": f"Bearer {SECRET}", "Accept": "application/json"}
+    headers = CIMultiDictProxy(CIMultiDict(sent))
+    error = aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "GET", headers, url), (), status=400)
+    _redact(error)
+    assert dict(error.request_info.headers) == {"Authorization": "[secure]", "Accept": "application/json"}
+    assert (error.request_info.url, error.request_info.method) == (url, "GET")
+    assert SECRET not in repr(error)
+
+    plain = CIMultiDictProxy(CIMultiDict({"Accept": "application/json"}))
+    untouched = aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "GET", plain, url), (), status=400)
+    info = untouched.request_info
+    _redact(untouched)
+    assert untouched.request_info is info  # nothing to mask: left as it was
+    _redact(aiohttp.ServerDisconnectedError())  # not a response error: nothing to do, nothing raised
+
+
 # -- a proxy that refuses the tunnel ----------------------------------------------------------------
 
 
-@pytest.fixture
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    return monkeypatch
-
-
-async def test_a_proxy_refusing_the_tunnel_is_a_network_error_through_httpx_proxy_error(
-    no_proxy_env: pytest.MonkeyPatch, policy: RetryPolicy, sleeps: list[float]
+async def test_a_proxy_refusing_the_tunnel_is_a_network_error_that_may_have_been_sent(
+    monkeypatch: pytest.MonkeyPatch, policy: RetryPolicy, sleeps: list[float]
 ) -> None:
     seen: list[bytes] = []
     server, port = await _serve(
         b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n", seen
     )
-    no_proxy_env.setenv("HTTPS_PROXY", f"127.0.0.1:{port}")  # no scheme: http:// is assumed
+    monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{port}")  # no scheme: http:// is assumed
     async with (
         server,
         AsyncBillingOS(
@@ -138,124 +192,233 @@ async def test_a_proxy_refusing_the_tunnel_is_a_network_error_through_httpx_prox
     assert len(sleeps) == 1  # a GET: retried once, as max_retries says
     assert not isinstance(caught.value, RequestTimeoutError)
     assert "407" in caught.value.message
-    assert isinstance(caught.value.__cause__, httpx.ProxyError)
-    assert isinstance(caught.value.__cause__.__cause__, aiohttp.ClientHttpProxyError)
+    assert caught.value._maybe_sent is True  # type: ignore[attr-defined]  # as httpx2's ProxyError
+    assert isinstance(caught.value.__cause__, aiohttp.ClientHttpProxyError)
     assert SECRET.encode() not in b"".join(seen)  # the tunnel request carries no Authorization
 
 
 # -- the mapping of what no test server produces ----------------------------------------------------
 
 
-def test_an_aiohttp_error_of_no_known_kind_is_a_transport_error() -> None:
-    request = httpx.Request("POST", "http://127.0.0.1/v1/usage/track")
-    for raised in (aiohttp.ClientError("odd"), aiohttp.InvalidURL("not a url")):
-        mapped = _httpx_error(raised, request)
-        assert type(mapped) is httpx.TransportError
-        assert mapped.request is request
-        error = _network_error(mapped, REQUEST_ID)
-        assert type(error) is NetworkError
-        assert error.message.startswith("Could not reach BillingOS: ")
-        assert error._maybe_sent is True  # type: ignore[attr-defined]  # unknown: assume it ran
+@pytest.mark.parametrize("raised", [aiohttp.ClientError("odd"), aiohttp.InvalidURL("not a url")])
+def test_an_aiohttp_error_of_no_known_kind_is_a_network_error_that_may_have_run(raised: Exception) -> None:
+    error = _aiohttp_error(raised)
+    assert type(error) is NetworkError
+    assert error.code == "network_error"
+    assert error.message.startswith("Could not reach BillingOS: ")
+    assert error._maybe_sent is True  # type: ignore[attr-defined]  # unknown: assume it ran
 
 
 def test_an_error_without_text_is_named_by_its_type() -> None:
-    mapped = _httpx_error(aiohttp.ServerDisconnectedError(message=""), httpx.Request("GET", "http://x/"))
-    assert isinstance(mapped, httpx.RemoteProtocolError)
-    assert str(mapped) == "ServerDisconnectedError"  # never an empty message
+    raised = aiohttp.ServerDisconnectedError(message="")
+    assert str(raised) == ""
+    error = _aiohttp_error(raised)
+    assert error.message == "Could not reach BillingOS: ServerDisconnectedError"  # never an empty message
 
 
 # -- the response body ------------------------------------------------------------------------------
 
 
-class _Body(httpx.AsyncByteStream):
-    """A body that yields one chunk, then fails with ``fail_read``; ``aclose`` fails with ``fail_close``."""
-
-    def __init__(self, fail_read: Exception | None = None, fail_close: Exception | None = None) -> None:
-        self.fail_read = fail_read
-        self.fail_close = fail_close
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield b'{"par'
-        if self.fail_read is not None:
-            raise self.fail_read
-
-    async def aclose(self) -> None:
-        if self.fail_close is not None:
-            raise self.fail_close
+CUT_SHORT = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"par'
 
 
-async def _read(stream: httpx.AsyncByteStream) -> list[bytes]:
-    return [chunk async for chunk in stream]
-
-
-async def test_a_body_cut_short_is_a_read_error_chained_to_aiohttp() -> None:
-    request = httpx.Request("GET", "http://127.0.0.1/v1/usage/check")
-    cut = aiohttp.ClientPayloadError("Response payload is not completed")
-    with pytest.raises(httpx.ReadError) as caught:
-        await _read(_BodyStream(_Body(fail_read=cut), request))
-    assert caught.value.request is request
-    assert caught.value.__cause__ is cut
-
-
-async def test_a_body_failure_that_is_not_aiohttps_passes_through_unchanged() -> None:
-    request = httpx.Request("GET", "http://127.0.0.1/v1/usage/check")
-    bug = ValueError("not a transport failure")
-    with pytest.raises(ValueError, match="not a transport failure") as caught:
-        await _read(_BodyStream(_Body(fail_read=bug), request))
-    assert caught.value is bug
-
-
-async def test_closing_the_body_maps_aiohttp_errors_and_passes_others_through() -> None:
-    request = httpx.Request("GET", "http://127.0.0.1/v1/usage/check")
-    reset = aiohttp.ClientConnectionResetError("reset while releasing")
-    with pytest.raises(httpx.ReadError) as caught:
-        await _BodyStream(_Body(fail_close=reset), request).aclose()
-    assert caught.value.__cause__ is reset
-
-    bug = RuntimeError("bug in a close hook")
-    with pytest.raises(RuntimeError) as unchanged:
-        await _BodyStream(_Body(fail_close=bug), request).aclose()
-    assert unchanged.value is bug
-
-    await _BodyStream(_Body(), request).aclose()  # a clean close raises nothing
-
-
-async def test_a_failed_body_read_through_the_client_is_a_network_error() -> None:
-    """Through the SDK: a body that breaks off after the headers is a NetworkError (the call may have run)."""
-
-    class Cuts(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            cut = aiohttp.ClientPayloadError("Response payload is not completed")
-            return httpx.Response(200, stream=_Body(fail_read=cut), request=request)
-
-        async def aclose(self) -> None:
-            return None
-
-    sleeps: list[float] = []
-
-    async def record(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    async with AsyncBillingOS(
-        SECRET, api_url="http://127.0.0.1:9", http_backend="aiohttp", retry_policy=RetryPolicy(sleep=record)
-    ) as billing:
-        backend = billing._requester.transport.client._transport
-        assert isinstance(backend, AiohttpBackend)
-        backend._inner = Cuts()  # type: ignore[assignment]  # what httpx-aiohttp hands back
+async def test_a_body_cut_short_is_a_network_error_that_may_have_run(
+    policy: RetryPolicy, sleeps: list[float]
+) -> None:
+    """The headers came, the body broke off: the call may have run, so a POST is not resent."""
+    seen: list[bytes] = []
+    server, port = await _serve(CUT_SHORT, seen)
+    async with (
+        server,
+        AsyncBillingOS(
+            SECRET, api_url=f"http://127.0.0.1:{port}", http_backend="aiohttp", retry_policy=policy
+        ) as billing,
+    ):
         with pytest.raises(NetworkError) as caught:
             await billing.session_tokens.create("user_1")
-    assert isinstance(caught.value.__cause__, httpx.ReadError)
-    assert sleeps == []  # the response had started: the POST may have run, so it is not resent
+        assert len(seen) == 1
+        assert sleeps == []
+        assert not isinstance(caught.value, RequestTimeoutError)
+        assert caught.value._maybe_sent is True  # type: ignore[attr-defined]
+        assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+        assert "not completed" in caught.value.message
+
+        with pytest.raises(NetworkError):
+            await billing.check_entitlement("user_1", "api_calls", max_retries=1)  # a GET: retried
+        assert len(seen) == 3
+        assert _acquired(billing) == 0  # the broken connection was not kept
+
+
+GZIP_THAT_IS_NOT = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    b'Content-Length: 11\r\n\r\n{"ok":true}'
+)
+
+
+@pytest.mark.parametrize("backend", ["httpx2", "aiohttp"])
+async def test_a_body_that_says_gzip_and_is_not_is_a_decode_error_on_both_backends(
+    backend: str, policy: RetryPolicy, sleeps: list[float]
+) -> None:
+    """aiohttp raises ``ClientPayloadError`` caused by ``ContentEncodingError``; httpx2 ``DecodingError``.
+    Both are a ResponseDecodeError: the answer arrived, so it is not a network failure, nor retried."""
+    seen: list[bytes] = []
+    server, port = await _serve(GZIP_THAT_IS_NOT, seen)
+    async with (
+        server,
+        AsyncBillingOS(
+            SECRET, api_url=f"http://127.0.0.1:{port}", http_backend=backend, retry_policy=policy
+        ) as billing,
+    ):
+        with pytest.raises(ResponseDecodeError) as caught:
+            await billing.check_entitlement("user_1", "api_calls")
+    assert not isinstance(caught.value, NetworkError)
+    assert caught.value.code == "decode_error"
+    assert caught.value.message.startswith("Could not decode the response body: ")
+    assert caught.value.request_id is not None
+    assert caught.value.request_id.encode() in seen[0]
+    assert len(seen) == 1
+    assert sleeps == []
+    if backend == "aiohttp":
+        assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+        assert any(isinstance(link, ContentEncodingError) for link in _chain(caught.value))
+    else:
+        assert isinstance(caught.value.__cause__, httpx2.DecodingError)
+
+
+class _StubSession:
+    """Stands in for the aiohttp session: every request fails with ``failure`` (as a bug in aiohttp, or a
+    hook, would), before any response."""
+
+    closed = False
+
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+        self.requests = 0
+
+    @contextlib.asynccontextmanager
+    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.requests += 1
+        raise self.failure
+        yield  # pragma: no cover  # makes this a generator
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("failure", [ValueError("not a transport failure"), RuntimeError("a bug")])
+async def test_a_failure_that_is_not_aiohttps_passes_through_unchanged(
+    failure: Exception, policy: RetryPolicy, sleeps: list[float]
+) -> None:
+    async with AsyncBillingOS(
+        SECRET, api_url="http://127.0.0.1:9", http_backend="aiohttp", retry_policy=policy
+    ) as billing:
+        stub = _StubSession(failure)
+        (await _built_backend(billing)).session = stub  # type: ignore[assignment]
+        with pytest.raises(type(failure)) as caught:
+            await billing.check_entitlement("user_1", "api_calls")  # a GET: would be retried if mapped
+        assert caught.value is failure  # not wrapped in NetworkError, not turned into client_closed
+        assert stub.requests == 1
+        assert sleeps == []
 
 
 # -- the aiohttp session ----------------------------------------------------------------------------
 
 
+async def test_a_session_closed_under_the_client_is_client_closed() -> None:
+    fake = FakeBillingOS(rate_limits=None)
+    seed_sandbox(fake)
+    with fake.serve() as url:
+        async with AsyncBillingOS(fake.secret_key, api_url=url, http_backend="aiohttp") as billing:
+            assert (await billing.check_entitlement("user_1", "api_calls")).has_access  # builds the session
+            session = _backend(billing).session
+            assert session is not None
+            await session.close()  # by someone else than the SDK
+            assert billing._requester.transport.is_closed
+            with pytest.raises(BillingOSError) as caught:
+                await billing.check_entitlement("user_1", "api_calls")
+            assert caught.value.code == "client_closed"
+            assert _backend(billing).session is session  # not silently replaced by a new one
+    assert len(fake.requests) == 1
+
+
+async def test_the_backend_refuses_a_closed_session_with_the_error_the_request_path_maps() -> None:
+    """``send`` on a closed session raises RuntimeError (as httpx2's closed client does), which the
+    request path turns into ``client_closed``."""
+    settings = resolve(SECRET, "http://127.0.0.1:9", None, None, None, http_backend="aiohttp")
+    backend = AiohttpBackend(settings, ssl_context())
+    await backend.aclose()  # no session yet: nothing to close, and still not "closed"
+    assert backend.session is None
+    assert not backend.is_closed
+    backend._new_session()
+    await backend.aclose()
+    assert backend.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await backend.send("GET", "http://127.0.0.1:9/", httpx2.Headers(), None, httpx2.Timeout(1))
+
+
+class _ClosedUnderTheCall(_StubSession):
+    """A session closed while a request was on its way to it: aiohttp then raises RuntimeError."""
+
+    @contextlib.asynccontextmanager
+    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.requests += 1
+        self.closed = True
+        raise RuntimeError("Session is closed")
+        yield  # pragma: no cover  # makes this a generator
+
+
+async def test_a_session_closed_under_a_call_is_client_closed_not_a_runtime_error(
+    policy: RetryPolicy, sleeps: list[float]
+) -> None:
+    async with AsyncBillingOS(
+        SECRET, api_url="http://127.0.0.1:9", http_backend="aiohttp", retry_policy=policy
+    ) as billing:
+        stub = _ClosedUnderTheCall(RuntimeError())
+        (await _built_backend(billing)).session = stub  # type: ignore[assignment]
+        with pytest.raises(BillingOSError) as caught:
+            await billing.check_entitlement("user_1", "api_calls")
+        assert caught.value.code == "client_closed"
+        assert stub.requests == 1
+        assert sleeps == []  # not retried
+
+
+async def test_closing_while_a_call_waits_to_retry_is_client_closed(sleeps: list[float]) -> None:
+    seen: list[bytes] = []
+    server, port = await _serve(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", seen)
+
+    async def close_instead_of_sleeping(seconds: float) -> None:
+        sleeps.append(seconds)
+        await billing.aclose()
+
+    billing = AsyncBillingOS(
+        SECRET,
+        api_url=f"http://127.0.0.1:{port}",
+        http_backend="aiohttp",
+        retry_policy=RetryPolicy(sleep=close_instead_of_sleeping),
+    )
+    async with server:
+        with pytest.raises(BillingOSError) as caught:
+            await billing.check_entitlement("user_1", "api_calls")
+    assert caught.value.code == "client_closed"
+    assert len(seen) == 1
+    assert len(sleeps) == 1
+
+
+def test_the_session_needs_a_running_asyncio_loop() -> None:
+    settings = resolve(SECRET, "http://127.0.0.1:9", None, None, None, http_backend="aiohttp")
+    backend = AiohttpBackend(settings, ssl_context())
+    with pytest.raises(ValidationError, match="asyncio only") as caught:
+        backend._new_session()  # no running loop at all (trio's case: see test_http_backend.py)
+    assert caught.value.code == "invalid_argument"
+    assert backend.session is None
+
+
 async def test_the_resend_switch_is_turned_off_only_where_aiohttp_declares_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits = httpx.Limits(max_connections=7, keepalive_expiry=3)
-    backend = AiohttpBackend(limits, _ssl_context(), None)
+    limits = httpx2.Limits(max_connections=7, keepalive_expiry=3)
+    settings = resolve(SECRET, "http://127.0.0.1:9", None, None, limits, http_backend="aiohttp")
+    backend = AiohttpBackend(settings, ssl_context())
     session = backend._new_session()
     try:
         assert "_retry_connection" in aiohttp.ClientSession.ATTRS  # the aiohttp this suite runs on
@@ -267,7 +430,7 @@ async def test_the_resend_switch_is_turned_off_only_where_aiohttp_declares_it(
     # An aiohttp that does not declare the attribute: the SDK leaves its session as aiohttp made it.
     attrs: Any = frozenset(aiohttp.ClientSession.ATTRS - {"_retry_connection"})
     monkeypatch.setattr(aiohttp.ClientSession, "ATTRS", attrs)
-    other = AiohttpBackend(limits, _ssl_context(), None)
+    other = AiohttpBackend(settings, ssl_context())
     session = other._new_session()
     try:
         assert session._retry_connection is True  # aiohttp's own default, untouched
@@ -275,3 +438,46 @@ async def test_the_resend_switch_is_turned_off_only_where_aiohttp_declares_it(
         assert session.connector.limit == 7
     finally:
         await session.close()
+
+
+async def test_closing_the_client_tells_a_call_waiting_for_a_connection_it_was_closed() -> None:
+    """aiohttp cancels the calls waiting for a pooled connection when its session closes; such a call was
+    not cancelled by anyone, so it must end with ``client_closed``, not vanish as cancelled."""
+    arrived = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            arrived.set()
+            await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        billing = AsyncBillingOS(
+            "sk_test_" + "a" * 32,
+            api_url=f"http://127.0.0.1:{port}",
+            http_backend="aiohttp",
+            max_retries=0,
+            limits=httpx2.Limits(max_connections=1),
+        )
+        first = asyncio.create_task(billing.check_entitlement("u", "f"))  # holds the only connection
+        await asyncio.wait_for(arrived.wait(), 10)
+        waiting = asyncio.create_task(billing.check_entitlement("u", "g"))  # waits for the pool
+        backend = billing._requester.transport.backend
+        assert isinstance(backend, AiohttpBackend)
+        connector = backend.session.connector  # type: ignore[union-attr]
+        for _ in range(1000):  # until the second call is queued for a connection
+            if connector._waiters:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.001)
+        await billing.aclose()
+        done, _ = await asyncio.wait([first, waiting], timeout=10)
+        assert waiting in done
+        assert not waiting.cancelled()
+        error = waiting.exception()
+        assert isinstance(error, BillingOSError)
+        assert error.code == "client_closed"
+        assert first in done

@@ -1,15 +1,18 @@
-"""Developer tasks. ``nox`` runs lint, typecheck and the tests on every Python 3.10-3.13 it finds.
+"""Developer tasks. ``nox`` runs lint, typecheck and the tests on every Python 3.11-3.14 it finds.
 
     nox -l                           # list the sessions
-    nox                              # lint, typecheck, tests-3.10 ... tests-3.13
+    nox                              # lint, typecheck, tests-3.11 ... tests-3.14
     nox -s tests-3.12 -- -k retry    # arguments after -- go to pytest
+    nox -s tests_py314 -- -k retry   # 3.14 in a chroot when PATH has no python3.14 (root; not run by default)
     nox -s build                     # build the sdist and wheel, check them (not run by default)
     nox -s bench -- --quick          # the benchmarks and docs/performance.md (not run by default)
     nox -s docs                      # the documentation site, built strict into site/ (not run by default)
 
 A Python that is not installed is skipped locally (nox errors instead when ``CI`` is set). With
-pyenv, ``pyenv global 3.11.7 3.10.13 3.12.1 3.13.0`` puts all four on PATH. Nox uses uv to make
-its virtualenvs when uv is installed (the ``dev`` extra brings it), else virtualenv.
+pyenv, ``pyenv global 3.11.7 3.12.1 3.13.0`` puts 3.11-3.13 on PATH; pyenv here has no 3.14, so
+``tests-3.14`` is skipped and ``tests_py314`` runs the suite in the Debian chroot with CPython 3.14
+that .ci/run uses (.ci/pytest-py314). Nox uses uv to make its virtualenvs when uv is installed (the
+``dev`` extra brings it), else virtualenv.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.download_python = "never"  # only PyPI is reachable here: skip a missing Python, don't fetch one
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PYTHONS = nox.project.python_versions(PYPROJECT)  # from the trove classifiers: 3.10 ... 3.13
+PYTHONS = nox.project.python_versions(PYPROJECT)  # from the trove classifiers: 3.11 ... 3.14
 
 
 @nox.session(python=PYTHONS)
@@ -36,6 +39,12 @@ def tests(session: nox.Session) -> None:
     """The test suite, with the same command as the README and .ci/run."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def tests_py314(session: nox.Session) -> None:
+    """The test suite on CPython 3.14 in a Debian sid chroot, as .ci/run runs it (needs root, ../shared)."""
+    session.run("bash", ".ci/pytest-py314", *session.posargs, external=True)
 
 
 @nox.session

@@ -75,8 +75,15 @@ class Backend(Protocol):
 
 @functools.cache
 def ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client the SDK creates: building one costs ~40 ms."""
-    return httpx2.create_ssl_context()
+    """One verifying TLS context for every client the SDK creates: building one costs ~40 ms.
+
+    TLS 1.2 at least, whatever the platform's OpenSSL defaults to (some leave the minimum to a system
+    policy file that a container may lack).
+    """
+    context = httpx2.create_ssl_context()
+    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @functools.lru_cache(maxsize=1024)

@@ -29,4 +29,5 @@ SCENARIOS = (
     Scenario("6", "recorder", "bench.recorder:run", "Usage recorder"),
     Scenario("7", "imports", "bench.imports:run", "Import time"),
     Scenario("8", "memory", "bench.memory:run", "Memory"),
+    Scenario("9", "first-use", "bench.first_use:run", "No stall of a running loop on first use"),
 )

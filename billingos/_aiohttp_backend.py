@@ -122,7 +122,7 @@ class AiohttpBackend:
             async with session.request(
                 method,
                 _url(url),
-                headers=headers,
+                headers=CIMultiDict(headers.multi_items()),  # aiohttp's own type: used without converting
                 data=content,
                 timeout=_client_timeout(timeouts.connect, timeouts.read, timeouts.pool),
                 allow_redirects=False,

@@ -39,7 +39,7 @@ from ._errors import (
     ServerError,
     ValidationError,
 )
-from ._loops import in_event_loop
+from ._loops import in_event_loop, running_asyncio_loop
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import (
     Backend,
@@ -147,9 +147,14 @@ class Transport:
         """The backend, built now in a worker thread if it was not yet."""
         backend = self.backend
         if backend is None:
-            import anyio.to_thread
-
-            backend = await anyio.to_thread.run_sync(self.build)
+            # The event loop's own worker threads: anyio.to_thread would itself import ~25 ms of anyio
+            # modules on the loop, the stall this avoids.
+            loop = running_asyncio_loop()
+            if loop is not None:
+                backend = await loop.run_in_executor(None, self.build)
+            else:  # trio (the only other loop the SDK runs on), already imported since it is running
+                trio: Any = sys.modules["trio"]
+                backend = await trio.to_thread.run_sync(self.build)
         return backend
 
     def build(self) -> Backend:
@@ -158,7 +163,9 @@ class Transport:
             backend = self.backend
             if backend is None:
                 assert self.factory is not None
-                backend = self.backend = self.factory()
+                backend = self.factory()
+                _import_anyio_now()
+                self.backend = backend
             return backend
 
     @property
@@ -172,6 +179,19 @@ class Transport:
         self.closed = True
         if self.backend is not None:
             await self.backend.aclose()
+
+
+def _import_anyio_now() -> None:
+    """Resolve anyio's lazily imported names (connect_tcp, streams, ...) here rather than on the loop.
+
+    anyio imports most of its modules on first use of a name; httpcore2's network backend and the
+    SDK's retries use several on the first request, ~25 ms of imports that would otherwise stall the loop.
+    """
+    import anyio
+
+    for name in dir(anyio):  # its lazily imported public names (anyio >= 4.12)
+        if not name.startswith("_"):
+            getattr(anyio, name, None)
 
 
 def _own_httpx_backend(settings: Settings) -> Backend:

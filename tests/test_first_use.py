@@ -4,7 +4,7 @@ Building the SDK's own pool costs tens of milliseconds once: the verifying TLS c
 httpcore2's network backend or aiohttp. A client created inside a running loop must do that work in a
 worker thread on its first request, never on the loop's thread. Each case runs in a fresh interpreter
 (nothing imported or cached yet), with an audit hook that notes every import of httpcore2, h11 and
-aiohttp and every TLS context built, and on which thread. While the loop runs, none may happen on the
+aiohttp, and of anyio's lazily imported modules, and every TLS context built, and on which thread. While the loop runs, none may happen on the
 loop's own thread; the hook must also see that work happen (on another thread), or it proves nothing.
 """
 
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
             seen.append((what, threading.current_thread() is threading.main_thread()))
 
     def hook(event, args):
-        if event == "import" and args[0].split(".")[0] in ("httpcore2", "h11", "aiohttp"):
+        if event == "import" and args[0].split(".")[0] in ("httpcore2", "h11", "aiohttp", "anyio"):
             note(args[0])
 
     sys.addaudithook(hook)

@@ -3,9 +3,10 @@
 Building the SDK's own pool costs tens of milliseconds once: the verifying TLS context, and importing
 httpcore2's network backend or aiohttp. A client created inside a running loop must do that work in a
 worker thread on its first request, never on the loop's thread. Each case runs in a fresh interpreter
-(nothing imported or cached yet), with an audit hook that notes every import of httpcore2, h11 and
-aiohttp, and of anyio's lazily imported modules, and every TLS context built, and on which thread. While the loop runs, none may happen on the
-loop's own thread; the hook must also see that work happen (on another thread), or it proves nothing.
+(nothing imported or cached yet), with an audit hook that notes every import of httpcore2, h11, aiohttp
+and anyio's lazily imported modules, and every TLS context built, and on which thread. While the loop
+runs, none may happen on the loop's own thread; the hook must also see that work happen (on another
+thread), or it proves nothing.
 """
 
 from __future__ import annotations

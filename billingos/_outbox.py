@@ -252,6 +252,28 @@ class OutboxLockedError(BillingOSError):
     """Another recorder (in this or another process) has this outbox open."""
 
 
+_IN_SQLITE = threading.Lock()
+"""Held by every outbox writer thread while it is inside SQLite, and by ``os.fork()`` (below).
+
+SQLite is not fork-safe while another thread is inside it: a child forked at that moment inherits
+SQLite's own mutexes locked, and its first ``sqlite3.connect`` (a recorder with an outbox of its own)
+blocks for ever. Forking waits until no writer is inside SQLite (a transaction: milliseconds).
+"""
+
+
+def _after_fork_in_child() -> None:
+    global _IN_SQLITE
+    _IN_SQLITE = threading.Lock()  # the parent's writers do not exist here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _IN_SQLITE.acquire(),
+        after_in_parent=lambda: _IN_SQLITE.release(),
+        after_in_child=_after_fork_in_child,
+    )
+
+
 class SQLiteOutbox(Outbox):
     """A SQLite file in WAL mode, owned by one writer thread; one recorder per file at a time."""
 
@@ -378,13 +400,15 @@ class SQLiteOutbox(Outbox):
 
     def _main(self, opened: Future[Loaded]) -> None:
         try:
-            conn = self._connect()
+            with _IN_SQLITE:
+                conn = self._connect()
         except BaseException as exc:
             opened.set_exception(_outbox_error(exc, self._file))
             return
         try:
             try:
-                loaded = self._load(conn)
+                with _IN_SQLITE:
+                    loaded = self._load(conn)
             except BaseException as exc:
                 opened.set_exception(_outbox_error(exc, self._file))
                 return
@@ -395,7 +419,8 @@ class SQLiteOutbox(Outbox):
             self.error = exc
             raise
         finally:
-            conn.close()
+            with _IN_SQLITE:
+                conn.close()
             self._unlock_file()
             while True:  # nothing runs the jobs any more: fail them
                 try:
@@ -468,23 +493,26 @@ class SQLiteOutbox(Outbox):
             self._wake.clear()
             stopping = self._stopping
             failed = False
-            try:
-                self._persist(conn)
-            except sqlite3.Error as exc:
-                failed = self._report(exc)
-            while True:
+            with _IN_SQLITE:
                 try:
-                    work, future = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
+                    self._persist(conn)
+                except sqlite3.Error as exc:
+                    failed = self._report(exc)
+                while True:
+                    try:
+                        work, future = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    try:
+                        result = work(conn)
+                    except BaseException as exc:
+                        future.set_exception(_outbox_error(exc, self._file))
+                    else:
+                        future.set_result(result)
                 try:
-                    future.set_result(work(conn))
-                except BaseException as exc:
-                    future.set_exception(_outbox_error(exc, self._file))
-            try:
-                self._apply_ops(conn)
-            except sqlite3.Error as exc:
-                failed = self._report(exc)
+                    self._apply_ops(conn)
+                except sqlite3.Error as exc:
+                    failed = self._report(exc)
             if not failed:
                 self.error = None
             retry_in = 0.2 if failed else None

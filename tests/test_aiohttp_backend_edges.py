@@ -86,6 +86,28 @@ def _acquired(billing: AsyncBillingOS) -> int:
     return len(session.connector._acquired)  # type: ignore[attr-defined]
 
 
+@contextlib.asynccontextmanager
+async def _posted_once(
+    answer: bytes, policy: RetryPolicy, sleeps: list[float]
+) -> AsyncIterator[tuple[AsyncBillingOS, NetworkError, list[bytes]]]:
+    """POST a session token on the aiohttp backend to a raw server answering ``answer``: the call fails with
+    a NetworkError (not a timeout) after exactly one request and no retry; the client stays open."""
+    seen: list[bytes] = []
+    server, port = await _serve(answer, seen)
+    async with (
+        server,
+        AsyncBillingOS(
+            SECRET, api_url=f"http://127.0.0.1:{port}", http_backend="aiohttp", retry_policy=policy
+        ) as billing,
+    ):
+        with pytest.raises(NetworkError) as caught:
+            await billing.session_tokens.create("user_1")
+        assert len(seen) == 1
+        assert sleeps == []
+        assert not isinstance(caught.value, RequestTimeoutError)
+        yield billing, caught.value, seen
+
+
 # -- a response that is not HTTP --------------------------------------------------------------------
 
 
@@ -95,26 +117,14 @@ BROKEN = b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}"
 async def test_an_invalid_http_response_is_a_network_error_and_a_post_is_not_resent(
     policy: RetryPolicy, sleeps: list[float]
 ) -> None:
-    seen: list[bytes] = []
-    server, port = await _serve(BROKEN, seen)
-    async with (
-        server,
-        AsyncBillingOS(
-            SECRET, api_url=f"http://127.0.0.1:{port}", http_backend="aiohttp", retry_policy=policy
-        ) as billing,
-    ):
-        with pytest.raises(NetworkError) as caught:
-            await billing.session_tokens.create("user_1")
-        # The request was sent and answered (badly): it may have run, so the POST is not repeated.
-        assert len(seen) == 1
-        assert sleeps == []
-        assert not isinstance(caught.value, RequestTimeoutError)
-        assert caught.value.code == "network_error"
-        assert caught.value._maybe_sent is True  # type: ignore[attr-defined]
-        assert "Content-Length" in caught.value.message
-        assert caught.value.request_id is not None
-        assert caught.value.request_id.encode() in seen[0]
-        assert type(caught.value.__cause__) is aiohttp.ClientResponseError  # aiohttp's own, chained
+    # The request was sent and answered (badly): it may have run, so the POST is not repeated.
+    async with _posted_once(BROKEN, policy, sleeps) as (billing, error, seen):
+        assert error.code == "network_error"
+        assert error._maybe_sent is True  # type: ignore[attr-defined]
+        assert "Content-Length" in error.message
+        assert error.request_id is not None
+        assert error.request_id.encode() in seen[0]
+        assert type(error.__cause__) is aiohttp.ClientResponseError  # aiohttp's own, chained
 
         with pytest.raises(NetworkError):
             await billing.check_entitlement("user_1", "api_calls")  # a GET is retried: 1 + 3 requests
@@ -226,22 +236,10 @@ async def test_a_body_cut_short_is_a_network_error_that_may_have_run(
     policy: RetryPolicy, sleeps: list[float]
 ) -> None:
     """The headers came, the body broke off: the call may have run, so a POST is not resent."""
-    seen: list[bytes] = []
-    server, port = await _serve(CUT_SHORT, seen)
-    async with (
-        server,
-        AsyncBillingOS(
-            SECRET, api_url=f"http://127.0.0.1:{port}", http_backend="aiohttp", retry_policy=policy
-        ) as billing,
-    ):
-        with pytest.raises(NetworkError) as caught:
-            await billing.session_tokens.create("user_1")
-        assert len(seen) == 1
-        assert sleeps == []
-        assert not isinstance(caught.value, RequestTimeoutError)
-        assert caught.value._maybe_sent is True  # type: ignore[attr-defined]
-        assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
-        assert "not completed" in caught.value.message
+    async with _posted_once(CUT_SHORT, policy, sleeps) as (billing, error, seen):
+        assert error._maybe_sent is True  # type: ignore[attr-defined]
+        assert isinstance(error.__cause__, aiohttp.ClientPayloadError)
+        assert "not completed" in error.message
 
         with pytest.raises(NetworkError):
             await billing.check_entitlement("user_1", "api_calls", max_retries=1)  # a GET: retried

@@ -61,8 +61,6 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from typing import Self
 
-    from anyio.from_thread import BlockingPortal
-
     from ._resources import AsyncUsage
 
 __all__ = [
@@ -90,11 +88,17 @@ class RecorderClient(Protocol):
     def usage(self) -> AsyncUsage: ...
 
 
+class TaskStarter(Protocol):
+    """Starts a task on the blocking client's loop from another thread (anyio's ``start_task``)."""
+
+    def start_task(self, func: Callable[..., Awaitable[Any]], *args: Any) -> tuple[Future[Any], Any]: ...
+
+
 class RecorderHost(Protocol):
     """What a blocking recorder needs of the blocking client (``BillingOS`` builds one for it)."""
 
-    def start(self) -> tuple[BlockingPortal, RecorderClient]:
-        """Start the loop thread if needed; its portal, and the client the recorder sends through."""
+    def start(self) -> tuple[TaskStarter, RecorderClient]:
+        """Start the loop if needed; what starts tasks on it, and the client the recorder sends through."""
         ...
 
     def run(self, call: Callable[[], Awaitable[_T]]) -> _T:

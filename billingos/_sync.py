@@ -1,8 +1,9 @@
 """``BillingOS``: the synchronous facade. It runs the async core, it does not copy it.
 
-Each ``BillingOS`` owns one background thread running an event loop (anyio's blocking portal);
-the ``AsyncBillingOS`` and its ``httpx2.AsyncClient`` live on that loop for the facade's lifetime, so
-the pool is shared by every calling thread. Blocking methods are descriptors generated from the
+Each ``BillingOS`` owns one event loop (:class:`_SharedLoop`), run by the calling thread itself when
+it is free and by a standby thread of its own when nobody else can; the ``AsyncBillingOS`` and its
+``httpx2.AsyncClient`` live on that loop for the facade's lifetime, so the pool is shared by every
+calling thread. Blocking methods are descriptors generated from the
 async methods (:class:`_Blocking`), so the signatures mypy and IDEs see are the async ones, minus
 ``await``.
 
@@ -11,7 +12,10 @@ The traps handled here (see the team's techniques notes, §1):
 - started lazily, under a lock, so construction is cheap and fork-safe;
 - after ``os.fork()`` the child rebuilds loop, thread and pool on its first call; the parent's
   objects are parked, never finalised, because finalising them in the child would hang;
-- a caller-side ``BaseException`` (Ctrl-C, a ``fut.result`` timeout) cancels the call on the loop;
+- a caller-side ``BaseException`` (Ctrl-C) cancels the call on the loop, which ends it before the
+  interrupt is raised;
+- a call from code running on the loop itself (an event hook, a recorder callback) raises instead of
+  waiting for itself;
 - ``close()``/``with``/interpreter exit all go through one idempotent ``weakref.finalize``.
 """
 
@@ -19,16 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import inspect
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import CancelledError, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-import anyio
 import attrs
 import httpx2
 from anyio.from_thread import BlockingPortal
@@ -47,6 +51,7 @@ from ._config import (
     resolve,
 )
 from ._errors import BillingOSError, ValidationError
+from ._loops import in_event_loop
 from ._models import Entitlement, Page
 from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
 from ._resources._base import AsyncPaginator, Unpack
@@ -98,67 +103,239 @@ def _park_daemon_thread_at_exit() -> None:
         threading.Event().wait()  # never set: the process exits around this thread
 
 
-@attrs.frozen(eq=False)
-class _LoopThread:
-    """An event loop on a daemon thread of our own, reached through an anyio :class:`BlockingPortal`.
+class _SharedLoop:
+    """The facade's event loop, run by whichever thread needs it: usually the calling thread itself.
 
-    Our own thread running ``anyio.run`` rather than ``start_blocking_portal()``: that one keeps a
-    generator whose finaliser, inherited by a forked child, blocks forever on the parent's thread.
+    A blocking call used to hop to a loop thread and back: two thread wake-ups, each tens of
+    microseconds when the other CPU sleeps, which made a blocking call cost 2-3x the async one. Here a
+    calling thread that finds the loop free runs it itself (``run_until_complete`` of its own call): no
+    hop at all. When another thread is running the loop, the call is handed to that thread's loop
+    (``run_coroutine_threadsafe``) and the caller waits; when that thread's own call ends, it hands the
+    loop over to a waiting caller. A standby thread of our own (``thread``) runs the loop whenever
+    somebody needs it run and cannot run it: a caller inside another running event loop (Jupyter, async
+    code), work that must go on between calls (a usage recorder's flushes: :meth:`hold`), or the
+    :attr:`portal`. The pool, the core and every task live on this one loop, whoever runs it.
     """
 
-    portal: BlockingPortal
-    thread: threading.Thread
-    loop: asyncio.AbstractEventLoop
-    """The loop itself: calls go through ``run_coroutine_threadsafe``, one thread hop each way
-    (the portal's ``start_task_soon`` takes two), measured 1.8x -> 1.5x of an async call."""
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._driver = threading.Lock()  # held by the thread running the loop
+        self._cond = threading.Condition()
+        self._needed = 0  # callers waiting with nobody running the loop for them, plus holds
+        self._stopping = False
+        self._changed: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._standby, name=_THREAD_NAME, daemon=True)
+        self.thread.start()
+        # Opened by the standby thread: anyio's portal refuses calls from the thread that opened it.
+        with self.hold():
+            opened = asyncio.run_coroutine_threadsafe(self._open_portal(), self.loop)
+            self._anyio_portal: BlockingPortal = opened.result()
 
-    @classmethod
-    def start(cls) -> _LoopThread:
-        ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = Future()
+    # -- running a coroutine ----------------------------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and return its result, running the loop here when it is free."""
+        if not in_event_loop() and self._driver.acquire(blocking=False):
+            return self._drive(coro)
+        return self._wait(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def _drive(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run the loop in this thread until ``coro`` is done (the driver lock is held)."""
+        try:
+            task = self.loop.create_task(coro)
+            try:
+                try:
+                    self.loop.run_until_complete(task)
+                except BaseException:
+                    # Interrupted out of the loop itself (Ctrl-C in the main thread): cancel the call and
+                    # let it end (it closes what it had open), then raise the interrupt.
+                    self._cancel_and_finish(task)
+                    raise
+            except asyncio.CancelledError:
+                # Cancelled on the loop (not by this caller): as a handed-over call reports it.
+                raise CancelledError from None
+            return task.result()
+        finally:
+            self._driver.release()
+            self._hand_over()
+
+    def _cancel_and_finish(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task`` and run the loop until it has ended (it closes what it had open).
+
+        Cancelled again every 100 ms while it has not ended: an interrupt that landed inside the
+        libraries below (KeyboardInterrupt is raised wherever the main thread happens to be) can leave a
+        cancellation absorbed by their cleanup; the next one goes through.
+        """
+        for _ in range(50):  # at most ~5 s: then it is left to end when the loop next runs
+            if task.done():
+                return
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(asyncio.wait({task}, timeout=0.1))
+
+    def _wait(self, future: Future[T]) -> T:
+        """Wait for a handed-over call, running the loop whenever nobody else does."""
+        future.add_done_callback(self._wake_waiters)
+        can_drive = not in_event_loop()  # a thread running an event loop cannot run another
+        self._need(+1)
+        try:
+            while not future.done():
+                if can_drive and self._driver.acquire(blocking=False):
+                    try:
+                        with contextlib.suppress(BaseException):  # its outcome is read below
+                            self.loop.run_until_complete(asyncio.wrap_future(future, loop=self.loop))
+                    finally:
+                        self._driver.release()
+                        self._hand_over()
+                    break
+                with self._cond:
+                    if not future.done():
+                        self._cond.wait(0.05 if can_drive else None)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            self._need(-1)
+        return future.result()
+
+    def _wake_waiters(self, _future: object = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _hand_over(self) -> None:
+        """After running the loop: wake whoever may now need to run it (waiting callers, the standby).
+
+        Read without the lock first: a caller that starts waiting after this read finds the loop free
+        (the driver lock is already released) and runs it itself, so no wake-up can be lost.
+        """
+        if self._needed:
+            with self._cond:
+                self._cond.notify_all()
+
+    # -- the standby thread -----------------------------------------------------------------------
+
+    def _need(self, delta: int) -> None:
+        with self._cond:
+            self._needed += delta
+            self._cond.notify_all()
+        changed = self._changed
+        if changed is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self.loop.call_soon_threadsafe(changed.set)
+
+    def _standby(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._needed or self._stopping):
+                    self._cond.wait()
+                if self._stopping and not self._needed:
+                    break
+            with self._driver:
+                self.loop.run_until_complete(self._until_not_needed())
+            self._hand_over()
+        with self._driver:  # stopping: the last run of the loop, in this thread (it runs no other loop)
+            self.loop.run_until_complete(self._cancel_the_rest())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    async def _until_not_needed(self) -> None:
+        changed = self._changed = asyncio.Event()
+        try:
+            while True:
+                with self._cond:
+                    if not self._needed or self._stopping:
+                        return
+                await changed.wait()
+                changed.clear()
+        finally:
+            self._changed = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the loop running (on the standby thread if nobody else runs it) inside the block."""
+        self._need(+1)
+        try:
+            yield
+        finally:
+            self._need(-1)
+
+    # -- anyio's portal, for code that wants one --------------------------------------------------
+
+    async def _open_portal(self) -> BlockingPortal:
+        ready: asyncio.Future[BlockingPortal] = self.loop.create_future()
 
         async def serve() -> None:
             async with BlockingPortal() as portal:
-                ready.set_result((portal, asyncio.get_running_loop()))
+                ready.set_result(portal)
                 await portal.sleep_until_stopped()
 
-        def main() -> None:
-            try:
-                anyio.run(serve)
-            except BaseException as exc:  # pragma: no cover - the loop failed to start at all
-                if not ready.done():
-                    ready.set_exception(exc)
-                raise
+        self._portal_task = self.loop.create_task(serve())
+        return await ready
 
-        thread = threading.Thread(target=main, name=_THREAD_NAME, daemon=True)
-        thread.start()
-        portal, loop = ready.result()
-        return cls(portal, thread, loop)
+    def call(self, func: Callable[[], Awaitable[T] | T]) -> T:
+        """``func()`` on the loop (awaited if it returns an awaitable), from a thread."""
+
+        async def on_loop() -> T:
+            result = func()
+            if inspect.isawaitable(result):
+                return await cast("Awaitable[T]", result)
+            return result
+
+        return self.run(on_loop())
+
+    def start_task(self, func: Callable[..., Awaitable[Any]], *args: Any) -> tuple[Future[Any], Any]:
+        """anyio's ``BlockingPortal.start_task``, with the loop kept running until the task ends."""
+        self._need(+1)
+        try:
+            future, value = self._anyio_portal.start_task(func, *args)
+        except BaseException:
+            self._need(-1)
+            raise
+        future.add_done_callback(lambda _f: self._need(-1))
+        return future, value
+
+    @property
+    def portal(self) -> _SharedLoop:
+        """What used to be an anyio portal: :meth:`call` and :meth:`start_task` (this object)."""
+        return self
+
+    # -- stopping ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Let running calls finish, stop the loop and join its thread."""
-        self.portal.call(self.portal.stop)
-        self.thread.join()
+        """Stop the portal, then let the standby thread cancel what is left and close the loop."""
+        self.run(self._anyio_portal.stop())
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self.thread.join()  # on its way out, the standby thread closes the loop
+
+    async def _cancel_the_rest(self) -> None:
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @attrs.frozen(eq=False)
 class _LoopState:
     pid: int
-    loop: _LoopThread
+    loop: _SharedLoop
     core: AsyncBillingOS
     finalizer: weakref.finalize[Any, Any]
 
 
-def _shutdown(pid: int, loop: _LoopThread, core: AsyncBillingOS) -> None:
+def _shutdown(pid: int, loop: _SharedLoop, core: AsyncBillingOS) -> None:
     """Close the core on its loop, then stop the loop thread. Never references the facade."""
     if os.getpid() != pid:
         return  # a forked child must not touch its parent's loop thread (it does not exist here)
-    if threading.current_thread() is loop.thread:
+    if threading.current_thread() is loop.thread or asyncio._get_running_loop() is loop.loop:
         # Finalised on the loop thread itself (cyclic GC there, close() from an event hook): the loop
         # cannot wait for itself, so a short-lived thread shuts it down once this callback returns.
         threading.Thread(target=_shutdown, args=(pid, loop, core), name="billingos-shutdown").start()
         return
     try:
-        loop.portal.call(core.aclose)
+        loop.run(core.aclose())
     finally:
         loop.stop()
 
@@ -190,9 +367,9 @@ class _Runner:
             state = self._state
             if state is not None and state.pid == os.getpid():
                 return state
-            loop = _LoopThread.start()
+            loop = _SharedLoop()
             try:
-                core = loop.portal.call(self._build)
+                core = loop.run(self._build())
                 # The pool's setup (TLS context, imports) here, in the calling thread, which blocks
                 # anyway: not in a worker thread of the loop, which is what an async first call does.
                 core._requester.transport.build()
@@ -215,22 +392,22 @@ class _Runner:
         async def on_loop() -> T:
             return await call(state.core)
 
-        if threading.current_thread() is state.loop.thread:
+        shared = state.loop
+        if threading.current_thread() is shared.thread or asyncio._get_running_loop() is shared.loop:
             raise RuntimeError(
-                "BillingOS (the blocking client) was called from its own event loop thread, where it "
-                "would wait for itself forever; use the AsyncBillingOS it wraps there instead."
+                "BillingOS (the blocking client) was called from its own event loop (a callback or hook "
+                "running on it), where it would wait for itself forever; use the AsyncBillingOS it wraps "
+                "there instead."
             )
         coro = on_loop()
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, state.loop.loop)
+            return shared.run(coro)
         except RuntimeError:
             coro.close()  # never scheduled (the loop closed meanwhile): else "never awaited" warns
             if self._closed:  # closed by another thread since _ensure()
                 _park_daemon_thread_at_exit()
                 raise _closed_error() from None
             raise
-        try:
-            return future.result()
         except CancelledError:
             if self._closed:  # the loop shut down under this call
                 _park_daemon_thread_at_exit()
@@ -239,9 +416,6 @@ class _Runner:
         except BillingOSError as exc:
             if exc.code == "client_closed":  # closed while this call was in flight
                 _park_daemon_thread_at_exit()
-            raise
-        except BaseException:
-            future.cancel()
             raise
 
     def close(self) -> None:
@@ -389,9 +563,9 @@ class _RecorderHost:
     def __init__(self, facade: BillingOS) -> None:
         self._facade = facade
 
-    def start(self) -> tuple[BlockingPortal, AsyncBillingOS]:
+    def start(self) -> tuple[_SharedLoop, AsyncBillingOS]:
         state = self._facade._runner._ensure()
-        return state.loop.portal, self._facade._view(state.core)
+        return state.loop, self._facade._view(state.core)
 
     def run(self, call: Callable[[], Awaitable[T]]) -> T:
         return self._facade._runner.run(lambda _core: call())

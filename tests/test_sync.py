@@ -146,8 +146,10 @@ def _portal(billing: BillingOS) -> Any:
 
 
 def _loop_thread(billing: BillingOS) -> threading.Thread:
-    thread: threading.Thread = _portal(billing).call(threading.current_thread)
-    return thread
+    """The facade's own thread: it runs the loop when no calling thread can (callers usually run it)."""
+    state = billing._runner._state
+    assert state is not None, "the facade has not started its loop"
+    return state.loop.thread
 
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
@@ -711,7 +713,7 @@ def test_calling_the_facade_from_its_own_loop_raises_instead_of_deadlocking(rout
         async def on_the_loop() -> None:
             billing.customers.get("c1")
 
-        with pytest.raises(RuntimeError, match="event loop thread"):
+        with pytest.raises(RuntimeError, match="called from its own event loop"):
             _portal(billing).call(on_the_loop)
         assert billing.customers.get("c1").id == "c1"
 
@@ -736,7 +738,7 @@ def test_an_event_hook_calling_the_facade_raises_instead_of_deadlocking() -> Non
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler), event_hooks={"request": [hook]})
     billing = BillingOS(SECRET, api_url=BASE_URL, http_client=http_client, max_retries=0)
     try:
-        with pytest.raises(RuntimeError, match="event loop thread"):
+        with pytest.raises(RuntimeError, match="called from its own event loop"):
             billing.customers.get("outer")
         assert len(inner) == 1
         assert billing.customers.get("fine").id == "fine"

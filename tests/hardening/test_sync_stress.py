@@ -285,7 +285,7 @@ def test_a_dead_letter_callback_calling_the_facade_raises_instead_of_deadlocking
     )
     assert len(raised) == 1
     assert isinstance(raised[0], RuntimeError)
-    assert "event loop thread" in str(raised[0])
+    assert "called from its own event loop" in str(raised[0])
     assert [type(x.error) for x in letters] == [NotFoundError]
     assert fake.usage_of("cus_1", "api_calls") == 2
 

@@ -168,6 +168,8 @@ class _SharedLoop:
         """
         for _ in range(50):  # at most ~5 s: then it is left to end when the loop next runs
             if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved (the interrupt itself, say): no "never retrieved" log
                 return
             task.cancel()
             with contextlib.suppress(BaseException):

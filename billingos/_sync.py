@@ -26,6 +26,8 @@ import atexit
 import contextlib
 import inspect
 import os
+import signal
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -103,6 +105,59 @@ def _park_daemon_thread_at_exit() -> None:
         threading.Event().wait()  # never set: the process exits around this thread
 
 
+class _CtrlC:
+    """While the main thread runs the loop for a call, Ctrl-C cancels that call (as ``asyncio.run`` does).
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, in the middle of the
+    loop or of the HTTP library's own cleanup, which can leave the call's cancellation absorbed there.
+    So, only where Python's own handler is in place (an application's handler is left alone), the first
+    Ctrl-C cancels the call's task instead, through the path every cancelled async call takes: the call
+    ends, closes what it had open, and the caller then gets ``KeyboardInterrupt``. A second Ctrl-C
+    raises at once.
+
+    A Python signal handler runs only when the main thread runs Python code: a signal landing just
+    before the loop enters its selector would wait for the next event (a held response: seconds). So
+    the signal also wakes the selector, through ``signal.set_wakeup_fd`` (as asyncio's own signal
+    handlers do), unless the application already uses the wakeup fd for itself.
+    """
+
+    __slots__ = ("_installed", "_loop", "_task", "_wakeup", "pressed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], wakeup: int) -> None:
+        self._loop = loop
+        self._task = task
+        self._wakeup = wakeup
+        self._installed = 0  # 1: the handler; 2: the handler and the wakeup fd
+        self.pressed = False
+
+    def __enter__(self) -> _CtrlC:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            with contextlib.suppress(ValueError):  # not the main interpreter
+                signal.signal(signal.SIGINT, self._on_sigint)
+                self._installed = 1
+                previous = signal.set_wakeup_fd(self._wakeup, warn_on_full_buffer=False)
+                if previous == -1:
+                    self._installed = 2
+                else:  # the application's own: left in place
+                    signal.set_wakeup_fd(previous)
+        return self
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.pressed or self._task.done():
+            raise KeyboardInterrupt
+        self.pressed = True
+        self._task.cancel()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed == 2:
+            signal.set_wakeup_fd(-1)
+        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class _SharedLoop:
     """The facade's event loop, run by whichever thread needs it: usually the calling thread itself.
 
@@ -119,6 +174,11 @@ class _SharedLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        # Where a signal wakes the loop's selector while the main thread runs it (see _CtrlC).
+        self._signal_in, self._signal_out = socket.socketpair()
+        for end in (self._signal_in, self._signal_out):
+            end.setblocking(False)
+        self.loop.add_reader(self._signal_in.fileno(), self._drain_signals)
         self._driver = threading.Lock()  # held by the thread running the loop
         self._cond = threading.Condition()
         self._needed = 0  # callers waiting with nobody running the loop for them, plus holds
@@ -139,21 +199,32 @@ class _SharedLoop:
             return self._drive(coro)
         return self._wait(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
+    def _drain_signals(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._signal_in.recv(512):
+                pass
+
     def _drive(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run the loop in this thread until ``coro`` is done (the driver lock is held)."""
         try:
             task = self.loop.create_task(coro)
-            try:
+            with _CtrlC(self.loop, task, self._signal_out.fileno()) as ctrl_c:
                 try:
-                    self.loop.run_until_complete(task)
-                except BaseException:
-                    # Interrupted out of the loop itself (Ctrl-C in the main thread): cancel the call and
-                    # let it end (it closes what it had open), then raise the interrupt.
-                    self._cancel_and_finish(task)
-                    raise
-            except asyncio.CancelledError:
-                # Cancelled on the loop (not by this caller): as a handed-over call reports it.
-                raise CancelledError from None
+                    try:
+                        self.loop.run_until_complete(task)
+                    except BaseException:
+                        # Interrupted out of the loop itself (a second Ctrl-C, an interrupt from a handler
+                        # of the application's): cancel the call and let it end, then raise the interrupt.
+                        self._cancel_and_finish(task)
+                        raise
+                except asyncio.CancelledError:
+                    if not ctrl_c.pressed:
+                        # Cancelled on the loop (not by this caller): as a handed-over call reports it.
+                        raise CancelledError from None
+            if ctrl_c.pressed:  # Ctrl-C cancelled the call, which has now ended and closed what it had open
+                if not task.cancelled():
+                    task.exception()  # retrieved: what it ended with is superseded by the interrupt
+                raise KeyboardInterrupt
             return task.result()
         finally:
             self._driver.release()
@@ -184,7 +255,8 @@ class _SharedLoop:
             while not future.done():
                 if can_drive and self._driver.acquire(blocking=False):
                     try:
-                        with contextlib.suppress(BaseException):  # its outcome is read below
+                        # Its outcome is read below; an interrupt goes up (the call is cancelled there).
+                        with contextlib.suppress(Exception, asyncio.CancelledError):
                             self.loop.run_until_complete(asyncio.wrap_future(future, loop=self.loop))
                     finally:
                         self._driver.release()
@@ -238,7 +310,10 @@ class _SharedLoop:
         with self._driver:  # stopping: the last run of the loop, in this thread (it runs no other loop)
             self.loop.run_until_complete(self._cancel_the_rest())
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.remove_reader(self._signal_in.fileno())
             self.loop.close()
+        self._signal_in.close()
+        self._signal_out.close()
 
     async def _until_not_needed(self) -> None:
         changed = self._changed = asyncio.Event()

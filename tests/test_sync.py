@@ -21,6 +21,7 @@ import json
 import operator
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -452,6 +453,61 @@ def test_ctrl_c_cancels_the_call_and_the_client_keeps_working(api: Api) -> None:
         # httpx2 closed the interrupted exchange's connection (cancelled mid-response) rather than leaving it
         # held in the pool: the next call opened a new one.
         assert len(api.app.connections()) == 2
+
+
+@pytest.mark.skipif(
+    not hasattr(signal, "pthread_kill"), reason="signal.pthread_kill is POSIX-only (absent on Windows)"
+)
+def test_an_application_sigint_handler_is_left_alone_during_a_call(api: Api) -> None:
+    """Only Python's default handler is replaced while the main thread runs a call; an app's own runs."""
+    seen: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        seen.append(signum)
+        api.app.release.set()  # the application decides: here, let the held call finish
+
+    with BillingOS(SECRET, api_url=api.url, max_retries=0) as billing:
+        billing.customers.get("warm")
+
+        def press_ctrl_c() -> None:
+            if api.app.held.wait(WAIT_SECONDS):
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        helper = threading.Thread(target=press_ctrl_c, name="ctrl-c")
+        try:
+            helper.start()
+            customer = billing.customers.get("hold")  # not interrupted: the app's handler only releases it
+            during = signal.getsignal(signal.SIGINT)
+        finally:
+            helper.join(WAIT_SECONDS)
+            signal.signal(signal.SIGINT, previous)
+        assert customer.id == "hold"
+        assert seen == [signal.SIGINT]
+        assert during is on_sigint
+
+
+def test_a_call_restores_the_sigint_handler_and_the_wakeup_fd(api: Api) -> None:
+    """After a call from the main thread, Python's handler and the wakeup fd are as they were before it."""
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    app_end, other_end = socket.socketpair()
+    try:
+        with BillingOS(SECRET, api_url=api.url, max_retries=0) as billing:
+            billing.customers.get("c1")  # no wakeup fd of the app's: the call's own is removed after it
+            assert signal.set_wakeup_fd(-1) == -1
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+            app_end.setblocking(False)
+            signal.set_wakeup_fd(app_end.fileno())  # the app's own wakeup fd: left in place throughout
+            billing.customers.get("c2")
+            assert signal.set_wakeup_fd(-1) == app_end.fileno()
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, previous)
+        app_end.close()
+        other_end.close()
 
 
 # -- 5. close, with, after close ----------------------------------------------------------------

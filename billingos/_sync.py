@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import importlib
 import inspect
 import os
 import signal
@@ -105,6 +106,18 @@ def _park_daemon_thread_at_exit() -> None:
         threading.Event().wait()  # never set: the process exits around this thread
 
 
+def _c_signal() -> Any:
+    """The C module under ``signal``: its ``getsignal``/``signal`` skip the enum conversion of
+    ``signal``'s wrappers (~5 us and ~8 us against ~0.1 us and ~0.4 us), paid on every blocking call."""
+    try:
+        return importlib.import_module("_signal")
+    except ImportError:  # pragma: no cover - an interpreter without it
+        return signal
+
+
+_signal = _c_signal()
+
+
 class _CtrlC:
     """While the main thread runs the loop for a call, Ctrl-C cancels that call (as ``asyncio.run`` does).
 
@@ -133,10 +146,10 @@ class _CtrlC:
     def __enter__(self) -> _CtrlC:
         if (
             threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            and _signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             with contextlib.suppress(ValueError):  # not the main interpreter
-                signal.signal(signal.SIGINT, self._on_sigint)
+                _signal.signal(signal.SIGINT, self._on_sigint)
                 self._installed = 1
                 previous = signal.set_wakeup_fd(self._wakeup, warn_on_full_buffer=False)
                 if previous == -1:
@@ -154,8 +167,8 @@ class _CtrlC:
     def __exit__(self, *exc_info: object) -> None:
         if self._installed == 2:
             signal.set_wakeup_fd(-1)
-        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self._installed and _signal.getsignal(signal.SIGINT) == self._on_sigint:
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _SharedLoop:

@@ -19,6 +19,7 @@ then ``stats`` on stdin answers ``{"connections", "requests", "cpu"}``, and ``st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -52,8 +53,10 @@ class ServerProcess:
     url: str
     secret_key: str
 
-    def __init__(self) -> None:
+    def __init__(self, *, separate_cpus: bool = False) -> None:
         self._proc: subprocess.Popen[str] | None = None
+        self._separate_cpus = separate_cpus
+        self._own_cpus: set[int] | None = None
 
     def __enter__(self) -> ServerProcess:
         self._proc = subprocess.Popen(
@@ -70,7 +73,42 @@ class ServerProcess:
             self._kill()
             raise
         self.url, self.secret_key = ready["url"], ready["secret_key"]
+        if self._separate_cpus:
+            self._pin(self._proc.pid)
         return self
+
+    @property
+    def placement(self) -> str:
+        """Where the server and this process run, for the report."""
+        if self._own_cpus is None:
+            return "server and client share every CPU (placement left to the OS scheduler)"
+        client = sorted(os.sched_getaffinity(0))
+        server = sorted(os.sched_getaffinity(self._proc.pid)) if self._proc is not None else []
+        return f"server pinned to CPU {server}, client to CPU {client}"
+
+    def _pin(self, server_pid: int) -> None:
+        """The server on one CPU, this process on the others: neither steals the other's CPU mid-batch.
+
+        On a 2-CPU machine the scheduler otherwise moves both around per batch, which spreads one ratio
+        over 0.75-1.25 from one repetition to the next. Linux only; elsewhere nothing is pinned.
+        """
+        if not hasattr(os, "sched_setaffinity"):
+            return
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return
+        self._own_cpus = set(cpus)
+        os.sched_setaffinity(server_pid, {cpus[-1]})
+        for thread_id in _thread_ids():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(thread_id, set(cpus[:-1]))
+
+    def _unpin(self) -> None:
+        if self._own_cpus is not None:
+            for thread_id in _thread_ids():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(thread_id, self._own_cpus)
+            self._own_cpus = None
 
     def stats(self) -> ServerStats:
         self._write("stats")
@@ -83,6 +121,7 @@ class ServerProcess:
         proc = self._proc
         if proc is None:
             return
+        self._unpin()
         try:
             self._write("stop")
             proc.wait(timeout=10)
@@ -113,6 +152,14 @@ class ServerProcess:
             raise RuntimeError(f"the benchmark server exited (status {self._proc.poll()})")
         reply: dict[str, Any] = json.loads(line)
         return reply
+
+
+def _thread_ids() -> list[int]:
+    """Every thread of this process (Linux): affinity is per thread, and threads exist already."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
 
 
 def _readline(stream: IO[str], timeout: float) -> str:

@@ -256,19 +256,41 @@ async def _measure_all(
                 if has_access is not True:
                     raise RuntimeError(f"{name}: unexpected answer {answer!r}")
             level = samples[concurrency] = {name: Samples() for name in names}
+            batch = batch_calls(calls, concurrency)
             for name in names:  # warm-up: open the pool's connections, unrecorded
-                await drive(calls_by_name[name], min(calls, 4 * concurrency), concurrency)
+                await drive(calls_by_name[name], min(batch, 4 * concurrency), concurrency)
             for rep in range(reps):
-                shift = rep % len(names)  # A B C D, B C D A, ...: no client always runs first
-                for name in names[shift:] + names[:shift]:
-                    await measure(server, calls_by_name[name], calls, concurrency, level[name])
+                for name in turns(names, rep):
+                    await measure(server, calls_by_name[name], batch, concurrency, level[name])
             log(
                 f"   c={concurrency:<3} "
                 + "  ".join(f"{n} {fmt(statistics.median(s.wall) * 1e6)} µs" for n, s in level.items())
             )
     keepalives = {name: await keepalive(server, cm, keepalive_calls) for name, cm in clients(server).items()}
-    bursts = {name: await cold_burst(server, cm, calls) for name, cm in clients(server).items()}
+    burst_calls = batch_calls(calls, CONCURRENCY[-1])
+    bursts = {name: await cold_burst(server, cm, burst_calls) for name, cm in clients(server).items()}
     return Results(calls, reps, samples, keepalive_calls, keepalives, bursts)
+
+
+def batch_calls(calls: int, concurrency: int) -> int:
+    """Calls per batch: ``calls``, or 4 per lane where that is more (256 lanes need 1 024 calls)."""
+    return max(calls, 4 * concurrency)
+
+
+def turns(names: Sequence[str], rep: int) -> list[str]:
+    """The order the clients run in at repetition ``rep``: each SDK right next to the raw client it is
+    compared with, so a ratio's two batches run back to back (the machine's slow spells, seconds long on a
+    shared 2-CPU VM, then hit both), each going first every other repetition, and the pairs swapping too.
+    """
+    pairs = [[SDK, HTTPX], [SDK_AIOHTTP, AIOHTTP]]
+    order: list[list[str]] = []
+    for pair in pairs:
+        present = [name for name in pair if name in names]
+        order.append(present if rep % 2 == 0 else present[::-1])
+    if (rep // 2) % 2:
+        order.reverse()
+    flat = [name for pair in order for name in pair]
+    return flat + [name for name in names if name not in flat]
 
 
 def _ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
@@ -330,7 +352,7 @@ def rows_from(results: Results) -> list[Row]:
             note = (
                 f"client CPU {fmt(statistics.median(s.cpu) * 1e6)} µs/call, server CPU "
                 f"{fmt(statistics.median(s.server_cpu) * 1e6)} µs/call, "
-                f"{fmt(statistics.median(s.connections))} connections opened per {results.calls} calls"
+                f"{fmt(statistics.median(s.connections))} connections opened per {batch_calls(results.calls, concurrency)} calls"
             )
             if s.pooled:
                 note += f", pool of {fmt(statistics.median(s.pooled))} (pinned at {pinned(concurrency).max_connections})"
@@ -353,7 +375,7 @@ def rows_from(results: Results) -> list[Row]:
     for name, burst in results.bursts.items():
         rows.append(
             Row(
-                name=f"cold burst c={CONCURRENCY[-1]}: connections opened for {results.calls} calls, {name}",
+                name=f"cold burst c={CONCURRENCY[-1]}: connections opened for {batch_calls(results.calls, CONCURRENCY[-1])} calls, {name}",
                 figure=burst.connections[0],
                 unit="",
                 note=f"{fmt(burst.wall[0] * 1e6)} µs/call, client CPU {fmt(burst.cpu[0] * 1e6)} µs/call",
@@ -378,17 +400,21 @@ def run(ctx: Context) -> list[Row]:
     min(concurrency, 100)``, all kept alive when idle, and the per-call rows note the pool size each client
     ended with, so a ratio compares the clients, not their pools (with httpx 0.28 the pool size after a burst
     was luck, 16 to 80 connections, and httpcore 1.0.9's cost per call grew with its square). At each
-    concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous one ends) every client makes the same fixed number of calls per batch; the clients take turns
-    (A B C D, B C D A, ...) and each figure is the median over the repetitions of the per-repetition ratio,
-    with its range as the spread. The server counts the TCP connections it accepts, so keep-alive is
+    concurrency (1, 16, 64, 256 lanes, each lane starting its next call when its previous one ends) every
+    client makes the same number of calls per batch (400, or 4 per lane where that is more); each SDK runs
+    right next to the raw client it is compared with, the two taking turns to go first (:func:`turns`),
+    and each figure is the median over 11 repetitions of the per-repetition ratio, with its range as the
+    spread. On Linux with 2 CPUs or more the server process is pinned to one CPU and this process to the
+    others, so that neither takes the other's CPU in the middle of a batch. The server counts the TCP connections it accepts, so keep-alive is
     checked server-side: a fresh client making sequential calls must open exactly one. Per-call rows note
     this process's CPU time per call (the client's own cost) and the server's: when the server's CPU per
     call is close to the wall time per call, the server, not the client, is the bottleneck.
     """
-    calls = ctx.pick(full=1500, quick=200, smoke=40)
-    reps = ctx.pick(full=5, quick=3, smoke=1)
+    calls = ctx.pick(full=400, quick=200, smoke=40)
+    reps = ctx.pick(full=11, quick=3, smoke=1)
     keepalive_calls = ctx.pick(full=1000, quick=300, smoke=20)
-    with ServerProcess() as server:
+    with ServerProcess(separate_cpus=True) as server:
+        ctx.log(f"   {server.placement}")
         results = asyncio.run(_measure_all(server, calls, reps, keepalive_calls, ctx.log))
     return rows_from(results)
 

@@ -627,12 +627,35 @@ class UsageRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # The body's exception is the application's: it comes out as itself, never inside an
+        # ExceptionGroup. So the task group that runs the recorder's own tasks is always left with no
+        # exception (its tasks have ended by then: aclose() stopped them). A failure of the recorder's
+        # own (closing, or a task of that group) is raised as itself when the body succeeded or was
+        # cancelled by that failure; when the body failed, the body's exception wins and the
+        # recorder's failure is logged and noted on it (``add_note``).
+        closing: BaseException | None = None
         try:
             await self.aclose()
-        finally:
-            if self._outer is not None:
-                outer, self._outer = self._outer, None
-                await outer.__aexit__(exc_type, exc, tb)
+        except BaseException as error:  # a cancellation too: the task group must be left all the same
+            closing = error
+        ours = False  # cancelled by the recorder's own task group: one of its tasks failed
+        failure: BaseException | None = closing if isinstance(closing, Exception) else None
+        if self._outer is not None:
+            outer, self._outer = self._outer, None
+            ours = outer.cancel_scope.cancel_called
+            try:
+                await outer.__aexit__(None, None, None)  # at once: aclose() ended its tasks
+            except BaseExceptionGroup as group:
+                failure = _first_error(group)
+        if failure is None:
+            if closing is not None and exc is None:
+                raise closing  # cancelled while closing, after a body that succeeded
+            return  # the body's own exception, if any, propagates as it was raised
+        cancelled = anyio.get_cancelled_exc_class()
+        if exc is None or (ours and isinstance(exc, cancelled)):
+            raise failure
+        logger.error("Closing the usage recorder failed after the application's exception", exc_info=failure)
+        exc.add_note(f"While closing the usage recorder after this exception: {failure!r}")
 
     async def aclose(self, timeout: float | None = None) -> RecorderStats:  # noqa: ASYNC109
         """Stop accepting events, send what is pending for up to ``timeout`` seconds, and stop.
@@ -952,6 +975,22 @@ class UsageRecorder:
     def __repr__(self) -> str:
         where = self._outbox.path or "memory"
         return f"<UsageRecorder {self._phase} outbox={where!r} pending={self.stats.pending}>"
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error of a group the recorder's own task group raised (a bug of ours if it has more)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(reversed(item.exceptions))
+        else:
+            leaves.append(item)
+    first = leaves[0] if leaves else group
+    for other in leaves[1:]:
+        first.add_note(f"The usage recorder also failed with: {other!r}")
+    return first
 
 
 async def _set(event: anyio.Event) -> None:

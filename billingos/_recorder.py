@@ -855,6 +855,11 @@ class UsageRecorder:
                 )
             except BillingOSError as exc:
                 self._failed(flight, exc)
+            except anyio.get_cancelled_exc_class():
+                # Closed (or the recorder's task cancelled) mid-call: the request may have reached
+                # BillingOS, so its dead letter must say so (replay with the key, never without).
+                flight.possibly_counted = True
+                raise
             except Exception as exc:  # a bug somewhere below: keep it visible, never lose the events
                 logger.exception("Unexpected error sending usage %s", batch.key)
                 error = BillingOSError(f"Unexpected error: {exc!r}", code="unexpected_error")

@@ -809,12 +809,15 @@ class UsageRecorder:
             await anyio.sleep(self._settings.flush_interval)
             if self._staging.unsealed > 0:
                 try:
-                    await self._seal()
+                    _, partial = await self._seal()
+                    if partial is not None:
+                        raise partial
                 except BillingOSError as exc:  # the outbox failed: its writer logs and retries
                     logger.debug("Sealing a usage window failed: %s", exc)
 
-    async def _seal(self) -> int:
-        """Turn every unsealed event into batches (written to the outbox first); returns their window."""
+    async def _seal(self) -> tuple[int, SealedInMemoryOnly | None]:
+        """Turn every unsealed event into batches (written to the outbox first); returns their window, and
+        the error of a seal the disk refused while events on it could not be sealed (the rest is sent)."""
         async with self._seal_lock:
             with anyio.CancelScope(shield=True):  # sealed batches must be scheduled, whatever happens
                 partial: SealedInMemoryOnly | None = None
@@ -831,9 +834,7 @@ class UsageRecorder:
                         self._counts["coalesced"] += batch.events - 1
                         self._ready.append(self._track(batch, gen))
                     self._wake.set()
-        if partial is not None:
-            raise partial  # events already on disk could not be sealed: this window is not all sent
-        return gen
+        return gen, partial
 
     def _track(self, batch: Batch, gen: int) -> _Flight:
         flight = _Flight(batch, gen)
@@ -842,11 +843,13 @@ class UsageRecorder:
         return flight
 
     async def _drain(self) -> None:
-        gen = await self._seal()
+        gen, partial = await self._seal()
         while True:
             if self._broken is not None:
                 raise self._broken
             if all(g > gen for g in self._outstanding):
+                if partial is not None:  # what memory held is done; events on disk are not all sent
+                    raise partial
                 return
             await self._progress.wait()
 

@@ -592,7 +592,9 @@ class UsageRecorder:
         It does not wait for BillingOS. Without an outbox nothing is durable and this returns at once.
 
         Raises:
-            TimeoutError: not written within ``timeout`` seconds (e.g. the disk is failing).
+            TimeoutError: not written within ``timeout`` seconds. When the disk refuses writes it is
+                also a ``BillingOSError`` with code ``"outbox_error"`` naming the file and the error
+                (the events are kept in memory and sent all the same).
 
         Example::
 
@@ -665,16 +667,19 @@ class UsageRecorder:
         """Stop accepting events, send what is pending for up to ``timeout`` seconds, and stop.
 
         ``timeout`` defaults to the ``close_timeout`` option (10 s). Returns the final stats:
-        ``pending`` is what could not be confirmed in time. With an outbox it stays there and the
-        next recorder on the same file sends it (same keys); without one it is handed to the dead
-        letters with code ``"recorder_closed"``, so nothing disappears silently. ``async with``
-        calls this for you.
+        ``pending`` is what could not be confirmed in time and is in the outbox file; the next
+        recorder on the same file sends it (same keys). What is in no file (no outbox, or a disk that
+        refused it) is handed to the dead letters with code ``"recorder_closed"`` or
+        ``"outbox_error"`` and counted in ``stats.not_durable``, so nothing disappears silently.
+        ``async with`` calls this for you.
 
         Example::
 
             stats = await recorder.aclose(timeout=5)
             if stats.pending:
                 log.warning("%d usage events left in %s", stats.pending, recorder.outbox)
+            if stats.not_durable:  # in no file: only in recorder.dead_letters
+                replay(recorder.dead_letters)
         """
         if self._phase == "new":
             self._phase = "closed"

@@ -13,6 +13,17 @@ Sealing moves every ``events`` row and every staged tally into ``batches`` in on
 an event is in exactly one place at any moment, and a batch's key and quantity never change once
 written: that is what makes a replay after ``kill -9`` count every event exactly once.
 
+When the disk refuses a seal (full, I/O error, read-only), the staged tallies are sealed in memory
+instead (``unsaved``) and sent all the same: nothing waits on a broken disk. Those batches are written
+to ``batches`` by the writer's next successful transaction; until then ``wait_durable`` does not count
+them, and at close whatever is still in memory only is handed back (``not_written``) for the recorder to
+report. The ``events`` rows already on disk stay there until a seal can commit, so no event is ever in
+two places.
+
+One recorder per file: the lock is taken on the database file itself (``flock``, by inode, so a
+symlink, a hard link or another spelling of the path is the same file) and, in this process, in a
+registry keyed by ``(st_dev, st_ino)``; ``<outbox>.lock`` is locked too, as earlier versions did.
+
 Every SQLite call happens on one dedicated writer thread (``billingos-outbox``), never on the event
 loop; the loop submits work to it and waits for the results in a worker thread.
 """
@@ -20,10 +31,12 @@ loop; the loop submits work to it and waits for the results in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -206,6 +219,20 @@ class Loaded:
     dead: tuple[DeadRow, ...] = ()
 
 
+@attrs.frozen
+class NotWritten:
+    """What a closed SQLite outbox holds in memory only (see :meth:`SQLiteOutbox.not_written`)."""
+
+    batches: tuple[Batch, ...] = ()
+    """Sealed in memory (the disk refused the seal), sent or not, never written."""
+    staged: tuple[Batch, ...] = ()
+    """Staged events the last write could not persist, sealed at close so they carry a key."""
+    dead: tuple[DeadRow, ...] = ()
+    """Dead letters whose row was never written."""
+    error: BaseException | None = None
+    """The writer's last error."""
+
+
 def _seal_tallies(groups: dict[Key, list[Any]], now: float) -> list[Batch]:
     return [Batch(new_key(), c, f, q, n, now) for (c, f), (q, n) in groups.items()]
 
@@ -247,9 +274,33 @@ class Outbox:
     async def aclose(self) -> None:
         """Write what is left and release the file."""
 
+    def not_written(self) -> NotWritten:
+        """After :meth:`aclose`: what exists in this process only. In memory, the recorder buries it all."""
+        return NotWritten()
+
 
 class OutboxLockedError(BillingOSError):
     """Another recorder (in this or another process) has this outbox open."""
+
+
+class SealedInMemoryOnly(BillingOSError):
+    """A seal the disk refused while events already written to it wait to be sealed (``outbox_error``).
+
+    ``batches`` are the staged events, sealed in memory and to be sent all the same; the events on disk
+    stay there, to be sealed by a later seal (or the next recorder on the file).
+    """
+
+    def __init__(self, message: str, batches: list[Batch]) -> None:
+        super().__init__(message, code="outbox_error")
+        self.batches = batches
+
+
+class OutboxNotWrittenError(BillingOSError, TimeoutError):
+    """``wait_durable`` timed out because the disk refuses writes (``code="outbox_error"``).
+
+    Both a ``BillingOSError`` and the ``TimeoutError`` ``wait_durable`` documents, so either ``except``
+    catches it.
+    """
 
 
 _IN_SQLITE = threading.Lock()
@@ -261,9 +312,21 @@ blocks for ever. Forking waits until no writer is inside SQLite (a transaction: 
 """
 
 
+_CLAIMED: dict[tuple[int, int], str] = {}
+"""``(st_dev, st_ino)`` of every outbox file a recorder of this process has open -> its real path.
+
+Checked BEFORE opening a file descriptor on the database: closing any descriptor of a file drops every
+POSIX lock this process holds on it, SQLite's own included, so a refused second recorder must never
+open (and close) the file another recorder of this process is using.
+"""
+_CLAIMED_LOCK = threading.Lock()
+
+
 def _after_fork_in_child() -> None:
-    global _IN_SQLITE
+    global _IN_SQLITE, _CLAIMED_LOCK
     _IN_SQLITE = threading.Lock()  # the parent's writers do not exist here
+    _CLAIMED_LOCK = threading.Lock()
+    _CLAIMED.clear()  # the parent's recorders do not run here; their flock still guards the files
 
 
 if hasattr(os, "register_at_fork"):
@@ -283,6 +346,8 @@ class SQLiteOutbox(Outbox):
         super().__init__(staging)
         self._environment = environment
         self.path = self._file = path
+        self._real = path
+        """The file itself (``os.path.realpath``), resolved when it is opened."""
         self._fsync = fsync
         self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = (
             queue.SimpleQueue()
@@ -295,8 +360,12 @@ class SQLiteOutbox(Outbox):
         self._stopping = False
         self._durable = 0
         self._durable_cond = threading.Condition()
+        self._unsaved: dict[str, Batch] = {}
+        """Batches sealed in memory because the disk refused the seal; guarded by ``_ops_lock``."""
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
+        self._db_fd: int | None = None
+        self._identity: tuple[int, int] | None = None
         self.error: BaseException | None = None
         """The last error the writer hit (it keeps retrying); ``None`` when healthy."""
         self.before_write: Callable[[str], None] | None = None
@@ -328,11 +397,13 @@ class SQLiteOutbox(Outbox):
 
     def confirm(self, key: str) -> None:
         with self._ops_lock:
+            self._unsaved.pop(key, None)  # confirmed: it no longer needs a place on disk
             self._confirms.append(key)
         self._wake.set()
 
     def bury(self, row: DeadRow) -> None:
         with self._ops_lock:
+            self._unsaved.pop(row.batch.key, None)  # its dead-letter row replaces it
             self._buries.append(row)
         self._wake.set()
 
@@ -360,10 +431,27 @@ class SQLiteOutbox(Outbox):
         await anyio.to_thread.run_sync(thread.join)
         self._thread = None
 
+    def not_written(self) -> NotWritten:
+        """After :meth:`aclose`: what the disk never took, and so exists only in this process.
+
+        Batches sealed in memory and never written, dead letters never written, and the staged tallies
+        the last write could not persist, sealed here (each with a key) so they can be reported.
+        """
+        with self._ops_lock:
+            unsaved, self._unsaved = list(self._unsaved.values()), {}
+            buries, self._buries = self._buries, []
+        tallies, _ = self.staging.drain()
+        return NotWritten(
+            batches=tuple(unsaved),
+            staged=tuple(_seal_tallies(tallies, time.time())),
+            dead=tuple(buries),
+            error=self.error,
+        )
+
     # -- the writer thread ---------------------------------------------------------------------
 
     def _start(self) -> Loaded:
-        self._lock_file()
+        self._claim()
         opened: Future[Loaded] = Future()
         thread = threading.Thread(target=self._main, args=(opened,), name="billingos-outbox", daemon=True)
         self._thread = thread
@@ -376,27 +464,80 @@ class SQLiteOutbox(Outbox):
             self._unlock_file()
             raise
 
-    def _lock_file(self) -> None:
+    def _claim(self) -> None:
+        """Open and lock the database file (by inode) and ``<outbox>.lock``, or raise why not."""
+        real = os.path.realpath(self._file)
+        with _CLAIMED_LOCK:
+            try:
+                before = os.stat(real)
+            except FileNotFoundError:
+                before = None  # created below
+            except OSError as exc:
+                raise _open_error(self._file, exc, "checking the file") from exc
+            if before is not None and (before.st_dev, before.st_ino) in _CLAIMED:
+                raise self._locked(f", as {_CLAIMED[(before.st_dev, before.st_ino)]!r}")
+            try:
+                fd = os.open(real, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as exc:
+                raise _open_error(self._file, exc, "opening the file") from exc
+            lock_fd: int | None = None
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise BillingOSError(
+                        f"The usage outbox {self.path!r} cannot be opened: it is not a regular file.",
+                        code="outbox_error",
+                    )
+                self._flock(fd, self._file)
+                try:  # what earlier versions lock: a recorder of theirs on this name is seen too
+                    lock_fd = os.open(
+                        self._file + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600
+                    )
+                except OSError as exc:
+                    raise _open_error(
+                        self._file, exc, f"creating its lock file {self._file + '.lock'!r}"
+                    ) from exc
+                self._flock(lock_fd, self._file)
+            except BaseException:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                os.close(fd)  # safe: no recorder of this process has this inode open (checked above)
+                raise
+            self._identity = (info.st_dev, info.st_ino)
+            _CLAIMED[self._identity] = real
+            self._real, self._db_fd, self._lock_fd = real, fd, lock_fd
+
+    def _flock(self, fd: int, path: str) -> None:
         try:
             import fcntl
-        except ImportError:  # pragma: no cover - Windows: one recorder per file is on the caller
+        except ImportError:  # pragma: no cover - Windows: the in-process registry is the only lock
             return
-        fd = os.open(self._file + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OutboxLockedError(
-                f"The outbox {self.path!r} is in use by another usage recorder (in this or another "
-                "process). Give each process its own outbox file.",
-                code="outbox_locked",
-            ) from None
-        self._lock_fd = fd
+        except BlockingIOError:
+            raise self._locked(" (in this or another process)") from None
+        except OSError as exc:
+            raise _open_error(path, exc, "locking the file") from exc
+
+    def _locked(self, where: str) -> OutboxLockedError:
+        return OutboxLockedError(
+            f"The outbox {self.path!r} is in use by another usage recorder{where}: the same file, whatever "
+            "its name (symlink, hard link, relative path). Give each process its own outbox file.",
+            code="outbox_locked",
+        )
 
     def _unlock_file(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock (so does the death of the process)
-            self._lock_fd = None
+        """Release the locks (called after the SQLite connection is closed; the death of the process
+        releases them too)."""
+        for name in ("_lock_fd", "_db_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                os.close(fd)
+        if self._identity is not None:
+            with _CLAIMED_LOCK:
+                _CLAIMED.pop(self._identity, None)
+            self._identity = None
 
     def _main(self, opened: Future[Loaded]) -> None:
         try:
@@ -434,7 +575,7 @@ class SQLiteOutbox(Outbox):
                 self._durable_cond.notify_all()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._file, isolation_level=None, check_same_thread=False, timeout=10)
+        conn = sqlite3.connect(self._real, isolation_level=None, check_same_thread=False, timeout=10)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
@@ -496,7 +637,7 @@ class SQLiteOutbox(Outbox):
             with _IN_SQLITE:
                 try:
                     self._persist(conn)
-                except sqlite3.Error as exc:
+                except _DISK_ERRORS as exc:
                     failed = self._report(exc)
                 while True:
                     try:
@@ -511,7 +652,7 @@ class SQLiteOutbox(Outbox):
                         future.set_result(result)
                 try:
                     self._apply_ops(conn)
-                except sqlite3.Error as exc:
+                except _DISK_ERRORS as exc:
                     failed = self._report(exc)
             if not failed:
                 self.error = None
@@ -519,7 +660,12 @@ class SQLiteOutbox(Outbox):
             if stopping and not failed and self._jobs.empty() and not self._has_ops():
                 return
             if stopping and failed:
-                logger.error("The usage outbox %s could not be written at close: %s", self.path, self.error)
+                logger.error(
+                    "The usage outbox %s could not be written at close: %s (the recorder reports what it "
+                    "holds in memory only)",
+                    self.path,
+                    self.error,
+                )
                 return
 
     def _report(self, exc: BaseException) -> bool:
@@ -535,10 +681,13 @@ class SQLiteOutbox(Outbox):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            conn.execute("COMMIT")  # a full disk often fails here, not at the INSERT
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLITE_FULL / SQLITE_IOERR may already have rolled back (then ROLLBACK itself fails); a
+            # transaction left open would be committed later with this one's half inside it.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def _mark_durable(self, watermark: int) -> None:
         with self._durable_cond:
@@ -547,9 +696,11 @@ class SQLiteOutbox(Outbox):
                 self._durable_cond.notify_all()
 
     def _persist(self, conn: sqlite3.Connection) -> None:
-        """Write the staged tallies as ``events`` rows."""
+        """Write the staged tallies as ``events`` rows, and the batches sealed in memory as ``batches``."""
         tallies, watermark = self.staging.drain()
-        if tallies:
+        with self._ops_lock:
+            unsaved = list(self._unsaved.values())
+        if tallies or unsaved:
             now = time.time()
             try:
                 with self._transaction(conn, "persist"):
@@ -558,9 +709,25 @@ class SQLiteOutbox(Outbox):
                         "VALUES (?, ?, ?, ?, ?)",
                         [(c, f, q, n, now) for (c, f), (q, n) in tallies.items()],
                     )
+                    conn.executemany(_INSERT_BATCH, [_batch_row(b) for b in unsaved])
             except BaseException:
                 self.staging.restore(tallies)
                 raise
+            if unsaved:
+                with self._ops_lock:  # a confirm or bury since then queued its own DELETE
+                    for batch in unsaved:
+                        self._unsaved.pop(batch.key, None)
+                logger.warning(
+                    "The usage outbox %s is writable again: %d calls kept in memory only are now in it.",
+                    self.path,
+                    len(unsaved),
+                )
+        self._mark_durable_unless_unsaved(watermark)
+
+    def _mark_durable_unless_unsaved(self, watermark: int) -> None:
+        with self._ops_lock:
+            if self._unsaved:
+                return  # events sealed in memory are older than the watermark: not all of it is on disk
         self._mark_durable(watermark)
 
     def _seal(self, conn: sqlite3.Connection) -> list[Batch]:
@@ -579,20 +746,48 @@ class SQLiteOutbox(Outbox):
                         tally[0] += q
                         tally[1] += n
                 batches = _seal_tallies(groups, time.time())
-                conn.executemany(
-                    "INSERT INTO batches (key, customer_id, feature_key, quantity, events, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (b.key, b.customer_id, b.feature_key, b.quantity, b.events, b.created_at)
-                        for b in batches
-                    ],
-                )
+                conn.executemany(_INSERT_BATCH, [_batch_row(b) for b in batches])
                 conn.execute("DELETE FROM events")
+        except _DISK_ERRORS as exc:
+            # The disk refused: seal in memory what only memory holds, and send it anyway. The rows on
+            # disk stay there (rolled back), to be sealed once the disk takes writes again.
+            self._report(exc)
+            batches = _seal_tallies(tallies, time.time())
+            if batches:
+                with self._ops_lock:
+                    self._unsaved.update((b.key, b) for b in batches)
+                logger.warning(
+                    "The usage outbox %s could not be written (%s): %d events (%d calls) are sealed in "
+                    "memory only and sent anyway; they are not durable until the disk takes writes again.",
+                    self.path,
+                    exc,
+                    sum(b.events for b in batches),
+                    len(batches),
+                )
+            on_disk = self._events_on_disk(conn)
+            if on_disk:
+                error = SealedInMemoryOnly(
+                    f"The usage outbox {self.path!r} could not be written ({exc}): "
+                    + (f"{on_disk} events" if on_disk > 0 else "the events")
+                    + " already in it cannot be sealed now; they stay there and are sent once the disk takes "
+                    "writes again (or by the next recorder on this file).",
+                    batches,
+                )
+                error.__cause__ = exc
+                raise error from exc
+            return batches
         except BaseException:
             self.staging.restore(tallies)  # the transaction rolled back: the rows are still there too
             raise
-        self._mark_durable(watermark)
+        self._mark_durable_unless_unsaved(watermark)
         return batches
+
+    def _events_on_disk(self, conn: sqlite3.Connection) -> int:
+        """How many events the ``events`` rows hold (-1: unknown, the read failed too)."""
+        try:
+            return int(conn.execute("SELECT COALESCE(SUM(events), 0) FROM events").fetchone()[0])
+        except _DISK_ERRORS:
+            return -1
 
     def _has_ops(self) -> bool:
         with self._ops_lock:
@@ -620,9 +815,59 @@ class SQLiteOutbox(Outbox):
             raise
 
 
+_DISK_ERRORS = (sqlite3.Error, OSError)
+"""What a write can fail with when the disk, not the program, is at fault (full, I/O, read-only...)."""
+
+_INSERT_BATCH = (
+    "INSERT OR IGNORE INTO batches (key, customer_id, feature_key, quantity, events, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _batch_row(b: Batch) -> tuple[Any, ...]:
+    return (b.key, b.customer_id, b.feature_key, b.quantity, b.events, b.created_at)
+
+
+_SQLITE_HINTS = {
+    "SQLITE_NOTADB": "it is not a SQLite database, or it is corrupt",
+    "SQLITE_CORRUPT": "the file is corrupt",
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "the disk failed to read or write",
+    "SQLITE_READONLY": "the file or its directory is read-only",
+    "SQLITE_CANTOPEN": "SQLite cannot open it or create its -wal/-shm files next to it",
+    "SQLITE_PERM": "permission denied",
+}
+
+_OS_HINTS = {
+    errno.ENOENT: "its directory does not exist",
+    errno.ENOTDIR: "a parent in its path is a file, not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.EISDIR: "it is a directory",
+    errno.ENOSPC: "the disk is full",
+    errno.EIO: "the disk failed to read or write",
+    errno.ENOLCK: "the file system does not support locks",
+}
+
+
+def _open_error(path: str, exc: OSError, doing: str) -> BillingOSError:
+    cause = _OS_HINTS.get(exc.errno or 0, exc.strerror or "error")
+    return BillingOSError(
+        f"The usage outbox {path!r} cannot be opened: {cause} ({doing}: {exc}).", code="outbox_error"
+    )
+
+
 def _outbox_error(exc: BaseException, path: str) -> BaseException:
     if isinstance(exc, BillingOSError) or not isinstance(exc, Exception):
         return exc
-    error = BillingOSError(f"The usage outbox {path!r} failed: {exc}", code="outbox_error")
+    hint = None
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", None) or ""  # "SQLITE_IOERR_WRITE" -> "SQLITE_IOERR"
+        hint = _SQLITE_HINTS.get("_".join(name.split("_")[:2]))
+    elif isinstance(exc, OSError):
+        hint = _OS_HINTS.get(exc.errno or 0)
+    detail = f"{exc} ({hint})" if hint else str(exc)
+    error = BillingOSError(f"The usage outbox {path!r} failed: {detail}", code="outbox_error")
     error.__cause__ = exc
     return error

@@ -54,7 +54,17 @@ from ._errors import (
     ServerError,
     ValidationError,
 )
-from ._outbox import Batch, DeadRow, Loaded, Outbox, SQLiteOutbox, Staging
+from ._outbox import (
+    Batch,
+    DeadRow,
+    Loaded,
+    NotWritten,
+    Outbox,
+    OutboxNotWrittenError,
+    SealedInMemoryOnly,
+    SQLiteOutbox,
+    Staging,
+)
 from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
@@ -274,9 +284,16 @@ class RecorderStats:
     """Track attempts awaiting an answer right now."""
     pending: int = 0
     """Events neither confirmed nor dead-lettered: staged, in the outbox, waiting to retry or in flight.
-    After closing: what was left (kept in the outbox when there is one)."""
+    After closing: what is left in the outbox file (the next recorder on it sends it); always 0 without
+    an outbox."""
     dead: int = 0
-    """Events dead-lettered by this recorder."""
+    """Events dead-lettered by this recorder (``not_durable`` included)."""
+    not_durable: int = 0
+    """After closing: events that are in no file. Neither confirmed by BillingOS nor in the outbox
+    (the disk refused them, or there is no outbox), they exist only in :attr:`UsageRecorder.dead_letters`
+    (code ``"outbox_error"`` or ``"recorder_closed"``) and ``on_dead_letter`` got them: replay them
+    with their idempotency key before the process exits, or they are lost. 0 means every event recorded
+    was confirmed, dead-lettered on the outbox, or is in the outbox file."""
 
 
 @attrs.frozen(eq=False)
@@ -404,7 +421,14 @@ class UsageRecorder:
         self._in_flight = 0
         self._broken: BillingOSError | None = None
         self._dead: deque[DeadLetter] = deque(maxlen=settings.max_dead_letters)
-        self._counts = {"coalesced": 0, "sent_calls": 0, "confirmed": 0, "retried": 0, "dead": 0}
+        self._counts = {
+            "coalesced": 0,
+            "sent_calls": 0,
+            "confirmed": 0,
+            "retried": 0,
+            "dead": 0,
+            "not_durable": 0,
+        }
         self._outer: TaskGroup | None = None
         self._inner: TaskGroup | None = None
 
@@ -568,7 +592,9 @@ class UsageRecorder:
         It does not wait for BillingOS. Without an outbox nothing is durable and this returns at once.
 
         Raises:
-            TimeoutError: not written within ``timeout`` seconds (e.g. the disk is failing).
+            TimeoutError: not written within ``timeout`` seconds. When the disk refuses writes it is
+                also a ``BillingOSError`` with code ``"outbox_error"`` naming the file and the error
+                (the events are kept in memory and sent all the same).
 
         Example::
 
@@ -587,10 +613,13 @@ class UsageRecorder:
                     code="recorder_closed",
                 )
             error = getattr(self._outbox, "error", None)
-            raise TimeoutError(
-                f"Recorded events were not written to the outbox within {timeout} s"
-                + (f" (last error: {error})" if error is not None else "")
-            )
+            if error is None:
+                raise TimeoutError(f"Recorded events were not written to the outbox within {timeout} s")
+            raise OutboxNotWrittenError(
+                f"Recorded events were not written to the outbox {self._outbox.path!r} within {timeout} s "
+                f"(last error: {error}). They are kept in memory and sent all the same.",
+                code="outbox_error",
+            ) from error
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -661,16 +690,19 @@ class UsageRecorder:
         """Stop accepting events, send what is pending for up to ``timeout`` seconds, and stop.
 
         ``timeout`` defaults to the ``close_timeout`` option (10 s). Returns the final stats:
-        ``pending`` is what could not be confirmed in time. With an outbox it stays there and the
-        next recorder on the same file sends it (same keys); without one it is handed to the dead
-        letters with code ``"recorder_closed"``, so nothing disappears silently. ``async with``
-        calls this for you.
+        ``pending`` is what could not be confirmed in time and is in the outbox file; the next
+        recorder on the same file sends it (same keys). What is in no file (no outbox, or a disk that
+        refused it) is handed to the dead letters with code ``"recorder_closed"`` or
+        ``"outbox_error"`` and counted in ``stats.not_durable``, so nothing disappears silently.
+        ``async with`` calls this for you.
 
         Example::
 
             stats = await recorder.aclose(timeout=5)
             if stats.pending:
                 log.warning("%d usage events left in %s", stats.pending, recorder.outbox)
+            if stats.not_durable:  # in no file: only in recorder.dead_letters
+                replay(recorder.dead_letters)
         """
         if self._phase == "new":
             self._phase = "closed"
@@ -699,16 +731,18 @@ class UsageRecorder:
         if self._inner is not None:
             self._inner.cancel_scope.cancel()
         await self._stopped.wait()
-        leftovers = sorted(self._flights.values(), key=lambda f: f.gen)
         if self._outbox.durable:
             await self._outbox.aclose()  # writes the last staged events, confirmations and dead letters
+            self._bury_not_written(self._outbox.not_written())
             pending = self.stats.pending
             if pending:
                 logger.warning(
-                    "The usage recorder closed with %d events (%d calls) unconfirmed; they are kept in %s "
-                    "and the next recorder on that file sends them with the same keys.",
+                    "The usage recorder closed with %d events unconfirmed (%d sealed calls, %d events not "
+                    "yet sealed); they are in %s and the next recorder on that file sends them (sealed calls "
+                    "with the same keys).",
                     pending,
-                    len(leftovers),
+                    len(self._flights),
+                    self._staging.unsealed,
                     self._outbox.path,
                 )
         else:
@@ -724,9 +758,41 @@ class UsageRecorder:
                     code="recorder_closed",
                 )
                 error.__cause__ = flight.last_error
+                self._counts["not_durable"] += flight.batch.events
                 self._bury(flight, error)
         self._phase = "closed"
         self._closed.set()
+
+    def _bury_not_written(self, lost: NotWritten) -> None:
+        """At close, hand what the disk never took to the dead letters: it exists in this process only."""
+        if not (lost.batches or lost.staged or lost.dead):
+            return
+        if lost.staged:
+            with self._staging.lock:
+                self._staging.unsealed -= sum(batch.events for batch in lost.staged)
+        flights = [self._flights[b.key] for b in lost.batches if b.key in self._flights]
+        flights += [self._track(batch, self._gen + 1) for batch in lost.staged]
+        not_durable = sum(f.batch.events for f in flights) + sum(row.batch.events for row in lost.dead)
+        self._counts["not_durable"] += not_durable
+        for flight in flights:
+            error = BillingOSError(
+                f"The usage outbox {self._outbox.path!r} could not be written ({lost.error}) and the "
+                "recorder closed before BillingOS confirmed these events: they are in this dead letter "
+                "only. Replay it with its idempotency key.",
+                code="outbox_error",
+            )
+            error.__cause__ = lost.error
+            self._bury(flight, error)
+        logger.error(
+            "The usage recorder closed with %d events in no file: the outbox %s could not be written (%s). "
+            "They are in recorder.dead_letters with their idempotency keys (%d not yet sent, %d dead letters "
+            "not written): replay them before this process exits, or they are lost.",
+            not_durable,
+            self._outbox.path,
+            lost.error,
+            sum(f.batch.events for f in flights),
+            sum(row.batch.events for row in lost.dead),
+        )
 
     # -- the background tasks --------------------------------------------------------------------
 
@@ -771,15 +837,22 @@ class UsageRecorder:
             await anyio.sleep(self._settings.flush_interval)
             if self._staging.unsealed > 0:
                 try:
-                    await self._seal()
+                    _, partial = await self._seal()
+                    if partial is not None:
+                        raise partial
                 except BillingOSError as exc:  # the outbox failed: its writer logs and retries
                     logger.debug("Sealing a usage window failed: %s", exc)
 
-    async def _seal(self) -> int:
-        """Turn every unsealed event into batches (written to the outbox first); returns their window."""
+    async def _seal(self) -> tuple[int, SealedInMemoryOnly | None]:
+        """Turn every unsealed event into batches (written to the outbox first); returns their window, and
+        the error of a seal the disk refused while events on it could not be sealed (the rest is sent)."""
         async with self._seal_lock:
             with anyio.CancelScope(shield=True):  # sealed batches must be scheduled, whatever happens
-                batches = await self._outbox.seal()
+                partial: SealedInMemoryOnly | None = None
+                try:
+                    batches = await self._outbox.seal()
+                except SealedInMemoryOnly as exc:  # the disk refused: what memory held is sent anyway
+                    batches, partial = exc.batches, exc
                 self._gen += 1
                 gen = self._gen
                 if batches:
@@ -789,7 +862,7 @@ class UsageRecorder:
                         self._counts["coalesced"] += batch.events - 1
                         self._ready.append(self._track(batch, gen))
                     self._wake.set()
-        return gen
+        return gen, partial
 
     def _track(self, batch: Batch, gen: int) -> _Flight:
         flight = _Flight(batch, gen)
@@ -798,11 +871,13 @@ class UsageRecorder:
         return flight
 
     async def _drain(self) -> None:
-        gen = await self._seal()
+        gen, partial = await self._seal()
         while True:
             if self._broken is not None:
                 raise self._broken
             if all(g > gen for g in self._outstanding):
+                if partial is not None:  # what memory held is done; events on disk are not all sent
+                    raise partial
                 return
             await self._progress.wait()
 

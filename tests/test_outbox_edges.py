@@ -161,20 +161,27 @@ async def test_a_confirmation_still_refused_at_close_is_replayed_with_its_key_an
     assert outbox_rows(path)["batches"] == []
 
 
-async def test_events_never_written_before_close_make_wait_durable_raise_recorder_closed(
+async def test_events_the_disk_never_takes_are_sealed_in_memory_and_sent_anyway(
     billing: AsyncBillingOS, fake: FakeBillingOS, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Before issue 12 the event stayed staged, was never sent, and close() said it was "kept" in the file."""
     await make_outbox(billing, path)
     refuse(path, "INSERT ON events", "INSERT ON batches")  # neither persisted nor sealed
-    async with recorder(billing, path, close_timeout=0.5) as r:
+    async with recorder(billing, path, close_timeout=5) as r:
         r.record("user_0", "api_calls")
-    assert "Closing the usage recorder without draining it" in caplog.text
-    assert "could not be written at close" in caplog.text
-    with pytest.raises(BillingOSError, match="closed before these events could be written") as caught:
-        await r.wait_durable(timeout=5)
-    assert caught.value.code == "recorder_closed"
-    assert r.stats.pending == 1
-    assert fake.requests_to(TRACK) == []
+        with pytest.raises(TimeoutError, match="last error: disk says no") as caught:
+            await r.wait_durable(timeout=0.3)
+        assert isinstance(caught.value, BillingOSError)
+        assert caught.value.code == "outbox_error"
+        await r.flush(timeout=5)  # the disk refuses, BillingOS does not: confirmed
+    assert "sealed in memory only and sent anyway" in caplog.text
+    assert "kept in" not in caplog.text
+    assert "they are in" not in caplog.text
+    assert (r.stats.confirmed, r.stats.pending, r.stats.not_durable, r.dead_letters) == (1, 0, 0, ())
+    assert fake.usage_of("user_0", "api_calls") == 1
+    assert len(fake.requests_to(TRACK)) == 1
+    recover(path)
+    assert outbox_rows(path) == {"events": [], "batches": [], "dead_letters": []}
 
 
 async def test_a_window_the_background_seal_cannot_write_is_sealed_on_a_later_tick(

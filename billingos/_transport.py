@@ -32,10 +32,11 @@ asyncio and trio.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx2
@@ -171,52 +172,69 @@ class BodyReader:
 
     def feed(self, raw: bytes) -> None:
         """Take the next raw bytes off the wire."""
-        data = raw
-        for stage in self._stages:
-            if not data:
-                return
-            data = stage.inflate(data, self._left + 1)
+        self._push(0, raw)
+
+    def finish(self) -> bytes:
+        """The whole decoded body, once the last raw bytes were fed."""
+        for level, stage in enumerate(self._stages):
+            tail = stage.flush()
+            if tail:
+                self._push(level + 1, tail)
+        chunks = self._chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _push(self, level: int, data: bytes) -> None:
+        """``data`` through the stages from ``level`` on, one bounded piece at a time, into the body."""
+        if level < len(self._stages):
+            for piece in self._stages[level].pieces(data, self._left + 1):
+                self._push(level + 1, piece)
+            return
         if len(data) > self._left:
             raise response_too_large(self.limit)
         if data:
             self._left -= len(data)
             self._chunks.append(data)
 
-    def finish(self) -> bytes:
-        """The whole decoded body, once the last raw bytes were fed."""
-        for n, stage in enumerate(self._stages):
-            tail = stage.flush()
-            for later in self._stages[n + 1 :]:
-                tail = later.inflate(tail, self._left + 1) if tail else tail
-            if len(tail) > self._left:
-                raise response_too_large(self.limit)
-            if tail:
-                self._left -= len(tail)
-                self._chunks.append(tail)
-        chunks = self._chunks
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+_PIECE = 256 * 1024
+"""The most one inflate step produces: zlib builds its output in blocks and joins them, so one step of n
+bytes briefly holds 2n; small steps keep that next to nothing beside the body."""
 
 
 class _Inflate:
-    """One ``gzip`` or ``deflate`` stage whose output per call is bounded."""
+    """One ``gzip`` or ``deflate`` stage, inflating in bounded pieces."""
 
-    __slots__ = ("_decompressor", "_raw_fallback", "_started")
+    __slots__ = ("_decompressor", "_head")
 
     def __init__(self, wbits: int, *, raw_fallback: bool = False) -> None:
         self._decompressor = zlib.decompressobj(wbits)
-        self._raw_fallback = raw_fallback  # "deflate" is zlib-wrapped by the RFC, raw by some servers
-        self._started = False
+        # "deflate" is zlib-wrapped by the RFC, raw by some servers: until zlib has checked the 2-byte
+        # header, the bytes seen so far, to start over as raw deflate if it refuses them.
+        self._head: bytes | None = b"" if raw_fallback else None
 
-    def inflate(self, data: bytes, max_length: int) -> bytes:
+    def pieces(self, data: bytes, budget: int) -> Iterator[bytes]:
+        """``data`` inflated, in pieces of at most 256 kB; stops once more than ``budget`` came out."""
+        produced = 0
+        while data and produced <= budget:
+            out = self._inflate(data, min(budget + 1 - produced, _PIECE))
+            data = self._decompressor.unconsumed_tail
+            produced += len(out)
+            if out:
+                yield out
+
+    def _inflate(self, data: bytes, max_length: int) -> bytes:
         try:
             out = self._decompressor.decompress(data, max_length)
         except zlib.error as exc:
-            if not (self._raw_fallback and not self._started):
+            if self._head is None:
                 raise decode_error(f"invalid compressed data ({exc})") from None
+            data, self._head = self._head + data, None
             self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
-            self._started = True
-            return self.inflate(data, max_length)
-        self._started = True
+            return self._inflate(data, max_length)
+        if self._head is not None:
+            self._head += data
+            if len(self._head) >= 2:  # the zlib header passed its check
+                self._head = None
         return out
 
     def flush(self) -> bytes:
@@ -295,8 +313,11 @@ class HttpxBackend:
                 else:
                     reader = BodyReader(headers.get("content-encoding"), max_bytes)
                     reader.check_length(headers.get("content-length"))
-                    async for raw in response.aiter_raw():
-                        reader.feed(raw)
+                    # aclosing: a body refused mid-stream closes the generators now (trio warns of any
+                    # left to the garbage collector)
+                    async with contextlib.aclosing(response.aiter_raw()) as raws:
+                        async for raw in raws:
+                            reader.feed(raw)
                     body = reader.finish()
             finally:
                 # Closes the connection unless the body was read to its end (httpcore2 pools only a

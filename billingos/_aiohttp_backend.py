@@ -13,6 +13,9 @@ What this module decides:
   proxies); the environment's proxy for ``api_url`` is resolved once instead, when the client is built,
   as httpx2 does;
 - aiohttp's own resend of a GET/DELETE on a dropped connection is off: retries are the SDK's;
+- aiohttp's decompression is off (``auto_decompress=False``): the raw body goes through the shared
+  :class:`~billingos._transport.BodyReader`, which inflates it capped at ``max_response_bytes`` and, past
+  the cap, has the connection closed (``response.close()``) rather than released to the pool;
 - aiohttp's errors map to the SDK's, with the same "may the request have reached the server?" answer
   httpx2 gives: a refused connection or a connect/pool timeout was never sent; a disconnect, a reset or
   a read timeout may have been.
@@ -30,27 +33,14 @@ import urllib.request
 
 import aiohttp
 import httpx2
-from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, CIMultiDictProxy  # an aiohttp dependency
 from yarl import URL  # an aiohttp dependency
 
-from ._config import Settings
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, Settings
 from ._errors import BillingOSError, ValidationError
-from ._transport import decode_error, network_error
+from ._transport import Answer, BodyReader, network_error
 
 __all__ = ["AiohttpBackend"]
-
-
-class _Reply:
-    """Status, headers and the whole body of one aiohttp response."""
-
-    __slots__ = ("content", "headers", "reason_phrase", "status_code")
-
-    def __init__(self, status_code: int, headers: CIMultiDictProxy[str], content: bytes, reason: str) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.content = content
-        self.reason_phrase = reason
 
 
 @functools.lru_cache(maxsize=1024)
@@ -98,8 +88,10 @@ class AiohttpBackend:
             keepalive_timeout=self._limits.keepalive_expiry,  # None: never expire, as in httpx2
             ssl=self._ssl_context,
         )
+        # auto_decompress=False: the body is inflated by the SDK's capped BodyReader, not by aiohttp
+        # (which inflates whatever a read brings, without a bound).
         session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, auto_decompress=False
         )
         if "_retry_connection" in aiohttp.ClientSession.ATTRS:
             # aiohttp silently resends a GET or DELETE once when the connection drops. The SDK's retry
@@ -111,8 +103,14 @@ class AiohttpBackend:
         return session
 
     async def send(
-        self, method: str, url: str, headers: httpx2.Headers, content: bytes | None, timeouts: httpx2.Timeout
-    ) -> _Reply:
+        self,
+        method: str,
+        url: str,
+        headers: httpx2.Headers,
+        content: bytes | None,
+        timeouts: httpx2.Timeout,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> Answer:
         session = self.session
         if session is None:
             session = self._new_session()
@@ -128,8 +126,16 @@ class AiohttpBackend:
                 allow_redirects=False,
                 proxy=self._proxy,
             ) as response:
-                body = await response.read()
-                return _Reply(response.status, response.headers, body, response.reason or "")
+                try:
+                    reader = BodyReader(response.headers.get("Content-Encoding"), max_bytes)
+                    reader.check_length(response.headers.get("Content-Length"))
+                    async for raw in response.content.iter_any():
+                        reader.feed(raw)
+                    body = reader.finish()
+                except BillingOSError:
+                    response.close()  # the body was refused: drop the connection, never pool it
+                    raise
+                return Answer(response.status, response.headers, body, response.reason or "")
         except (TimeoutError, aiohttp.ClientError) as exc:
             _redact(exc)
             raise _aiohttp_error(exc) from exc
@@ -171,22 +177,9 @@ def _aiohttp_error(exc: Exception) -> BillingOSError:
         return network_error(detail, maybe_sent=True, timeout_phase="read")
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy connect
         return network_error(detail, maybe_sent=False)
-    if isinstance(exc, aiohttp.ClientPayloadError) and _caused_by(exc, ContentEncodingError):
-        return decode_error(detail)  # e.g. a body that says gzip and is not
     # A disconnect, a reset or a body cut short after sending, a proxy's refusal, invalid HTTP: the
     # request may have run.
     return network_error(detail, maybe_sent=True)
-
-
-def _caused_by(exc: BaseException, cls: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # a short chain; never loop on a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, cls):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _environment_proxy(api_url: str) -> str | None:

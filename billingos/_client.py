@@ -66,7 +66,9 @@ class AsyncBillingOS:
     Args:
         secret_key: ``sk_test_…`` or ``sk_live_…``; default ``$BILLINGOS_SECRET_KEY``.
         api_url: default ``$BILLINGOS_API_URL``, else the sandbox or live URL the key's prefix implies.
-        timeout: seconds (connect phase 5 s) or an :class:`httpx2.Timeout`, per attempt. Default 30.
+        timeout: seconds each attempt may take in all, from connecting to the last byte of the body
+            (the connect phase alone at most 5 s). Default 30. An :class:`httpx2.Timeout` instead sets
+            per-phase limits only (each read, write, connect, pool wait), with no bound on the whole.
         max_retries: retries after the first attempt, when a retry is safe. Default 3; 0 disables.
         limits: connection-pool limits of the SDK's own ``httpx2.AsyncClient``.
         http_client: your own ``httpx2.AsyncClient`` (proxies, custom TLS, a test transport). The SDK
@@ -78,6 +80,9 @@ class AsyncBillingOS:
             ``"aiohttp"``, a native ``aiohttp.ClientSession`` (``pip install 'billingos[aiohttp]'``;
             asyncio only): more calls per second under concurrency, same pool size, timeouts, TLS and
             errors. Not with ``http_client``.
+        max_response_bytes: the largest decoded response body accepted, default 16 MiB (a page of 100
+            customers is ~100 kB). A larger one is refused while it streams, before it is decompressed
+            any further, with ``ResponseDecodeError(code="response_too_large")``; its connection is closed.
 
     ``None`` for any setting means its default, never "disabled".
 
@@ -112,9 +117,18 @@ class AsyncBillingOS:
         retry_policy: RetryPolicy | None = None,
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         try:
-            settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+            settings = resolve(
+                secret_key,
+                api_url,
+                timeout,
+                max_retries,
+                limits,
+                http_backend=http_backend,
+                max_response_bytes=max_response_bytes,
+            )
         finally:
             del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
         self._init_from(settings, http_client, retry_policy, entitlement_cache)
@@ -182,8 +196,13 @@ class AsyncBillingOS:
 
     @property
     def timeout(self) -> httpx2.Timeout:
-        """The per-attempt timeout."""
+        """The per-phase timeouts (a ``timeout`` given as a number also bounds each whole attempt)."""
         return self._requester.settings.timeout
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest decoded response body accepted."""
+        return self._requester.settings.max_response_bytes
 
     @property
     def max_retries(self) -> int:
@@ -196,6 +215,7 @@ class AsyncBillingOS:
         timeout: TimeoutTypes | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        max_response_bytes: int | None = None,
     ) -> AsyncBillingOS:
         """A client with other settings sharing this one's pool (cheap; closing either closes both).
 
@@ -206,7 +226,7 @@ class AsyncBillingOS:
         """
         clone = object.__new__(AsyncBillingOS)
         clone._setup(
-            evolve(self._requester.settings, timeout, max_retries),
+            evolve(self._requester.settings, timeout, max_retries, max_response_bytes),
             self._requester.transport,
             retry_policy or self._requester.policy,
             self._entitlement_cache,

@@ -26,6 +26,9 @@ LIVE_URL = "https://api.billingos.dev"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""16 MiB of decoded body: a 100-customer page is ~100 kB, and ~10 MB with every customer's metadata near
+the 100 kB a request may carry; anything larger is a broken or hostile answer, not data."""
 # keep-alive = max: every connection the pool opened under load stays open for the next burst (a lower
 # value closes connections as they go idle, and each later burst pays new connects).
 DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
@@ -80,6 +83,11 @@ class Settings:
     max_retries: int
     limits: httpx2.Limits = DEFAULT_LIMITS
     http_backend: HttpBackend = "httpx2"
+    deadline: float | None = None
+    """Seconds an attempt may take from connect to the last body byte: ``timeout`` given as a number;
+    ``None`` when ``timeout`` is an :class:`httpx2.Timeout` (its phases only)."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """The largest decoded response body accepted; a larger one is refused while it streams."""
 
 
 def resolve(
@@ -90,6 +98,7 @@ def resolve(
     limits: httpx2.Limits | None,
     env: Mapping[str, str] | None = None,
     http_backend: str | None = None,
+    max_response_bytes: int | None = None,
 ) -> Settings:
     """Resolve every setting from arguments, then the environment, then defaults (CONTRACT §1).
 
@@ -99,7 +108,9 @@ def resolve(
     (Sentry, rich, ``pytest -l``) would print. The caller deletes its own copy (``del secret_key``).
     """
     try:
-        return _resolve(secret_key, api_url, timeout, max_retries, limits, env, http_backend)
+        return _resolve(
+            secret_key, api_url, timeout, max_retries, limits, env, http_backend, max_response_bytes
+        )
     except ValidationError as exc:
         raise exc.with_traceback(None) from None
     finally:
@@ -114,6 +125,7 @@ def _resolve(
     limits: httpx2.Limits | None,
     env: Mapping[str, str] | None,
     http_backend: str | None,
+    max_response_bytes: int | None,
 ) -> Settings:
     env = os.environ if env is None else env
     key = secret_key if secret_key is not None else env.get("BILLINGOS_SECRET_KEY")
@@ -130,6 +142,8 @@ def _resolve(
         max_retries=check_max_retries(max_retries),
         limits=limits if limits is not None else DEFAULT_LIMITS,
         http_backend=check_http_backend(http_backend),
+        deadline=deadline_of(timeout),
+        max_response_bytes=check_max_response_bytes(max_response_bytes),
     )
 
 
@@ -245,6 +259,37 @@ def check_timeout(timeout: TimeoutTypes | None) -> httpx2.Timeout:
     return httpx2.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
 
 
+def deadline_of(timeout: TimeoutTypes | None) -> float | None:
+    """The whole-attempt deadline a checked ``timeout`` sets: its seconds; ``None`` for an ``httpx2.Timeout``.
+
+    A number bounds the attempt from connect to the last body byte, so a server that trickles its answer
+    cannot hold a call past it; an ``httpx2.Timeout`` keeps its per-phase meaning (each read, each write,
+    the connect, the wait for a pooled connection), with no bound on the whole.
+    """
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx2.Timeout):
+        return None
+    return float(timeout)
+
+
+def check_max_response_bytes(max_response_bytes: int | None) -> int:
+    """A positive int; ``None`` means the default (16 MiB)."""
+    if max_response_bytes is None:
+        return DEFAULT_MAX_RESPONSE_BYTES
+    if (
+        isinstance(max_response_bytes, bool)
+        or not isinstance(max_response_bytes, int)
+        or max_response_bytes < 1
+    ):
+        raise ValidationError(
+            f"max_response_bytes must be an int >= 1 (bytes of decoded response body), got "
+            f"{shown(max_response_bytes)}.",
+            code="invalid_argument",
+        )
+    return max_response_bytes
+
+
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
@@ -332,10 +377,21 @@ def check_http_client(settings: Settings, http_client: object) -> None:
     raise ValidationError(hint, code="invalid_argument")
 
 
-def evolve(settings: Settings, timeout: TimeoutTypes | None, max_retries: int | None) -> Settings:
-    """``settings`` with a new timeout and/or retry count, validated; ``None`` keeps the current value."""
+def evolve(
+    settings: Settings,
+    timeout: TimeoutTypes | None,
+    max_retries: int | None,
+    max_response_bytes: int | None = None,
+) -> Settings:
+    """``settings`` with a new timeout, retry count and/or response cap, validated; ``None``: unchanged."""
     return attrs.evolve(
         settings,
         timeout=settings.timeout if timeout is None else check_timeout(timeout),
+        deadline=settings.deadline if timeout is None else deadline_of(timeout),
         max_retries=settings.max_retries if max_retries is None else check_max_retries(max_retries),
+        max_response_bytes=(
+            settings.max_response_bytes
+            if max_response_bytes is None
+            else check_max_response_bytes(max_response_bytes)
+        ),
     )

@@ -25,7 +25,14 @@ import attrs
 import httpx2
 
 from . import _convert
-from ._config import Settings, TimeoutTypes, check_http_client, check_max_retries, check_timeout
+from ._config import (
+    Settings,
+    TimeoutTypes,
+    check_http_client,
+    check_max_retries,
+    check_timeout,
+    deadline_of,
+)
 from ._errors import (
     AuthenticationError,
     AuthorizationError,
@@ -42,9 +49,11 @@ from ._errors import (
 from ._loops import in_event_loop, running_asyncio_loop
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import (
+    ACCEPT_ENCODING,
     Backend,
     HttpxBackend,
     Reply,
+    deadline_error,
     httpx2_default_headers,
     new_httpx_client,
     parse_url,
@@ -71,7 +80,8 @@ class RequestOptions(TypedDict, total=False):
     """
 
     timeout: TimeoutTypes | None
-    """Seconds (or an :class:`httpx2.Timeout`) for this call's attempts; ``None``: the client's."""
+    """Seconds each attempt of this call may take in all (or an :class:`httpx2.Timeout`, per phase);
+    ``None``: the client's."""
     max_retries: int | None
     """Retries after the first attempt for this call; ``None``: the client's."""
     extra_headers: Mapping[str, str] | None
@@ -218,7 +228,7 @@ def _aiohttp_backend(settings: Settings) -> Backend:
 class Requester:
     """Sends requests for one client configuration over a (possibly shared) :class:`Transport`."""
 
-    __slots__ = ("_base_headers", "_base_url", "_timeout", "policy", "settings", "transport")
+    __slots__ = ("_base_headers", "_base_url", "_max_bytes", "_timeout", "policy", "settings", "transport")
 
     def __init__(self, settings: Settings, transport: Transport, policy: RetryPolicy) -> None:
         self.settings = settings
@@ -229,6 +239,8 @@ class Requester:
             "authorization": f"Bearer {settings.secret_key.reveal()}",
             "user-agent": USER_AGENT,
             "accept": "application/json",
+            # Only what BodyReader inflates with a bound (a caller's client may ask for br or zstd).
+            "accept-encoding": ACCEPT_ENCODING,
         }
         # httpx2.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
         # locals (Sentry's frame variables, pytest -l, rich's show_locals). The backend's default
@@ -237,6 +249,7 @@ class Requester:
         self._base_headers = httpx2.Headers(transport.default_headers)
         self._base_headers.update(ours)
         self._timeout = settings.timeout
+        self._max_bytes = settings.max_response_bytes
 
     async def request(
         self,
@@ -262,6 +275,7 @@ class Requester:
         if retry_safe is None:
             retry_safe = method in ("GET", "DELETE")
         timeout = self._timeout
+        deadline = self.settings.deadline
         max_retries = self.settings.max_retries
         headers = self._base_headers.copy()
         request_id = new_request_id()
@@ -269,6 +283,7 @@ class Requester:
         if options:
             if options.get("timeout") is not None:
                 timeout = check_timeout(options["timeout"])
+                deadline = deadline_of(options["timeout"])
             if options.get("max_retries") is not None:
                 max_retries = check_max_retries(options["max_retries"])
             extra = options.get("extra_headers")
@@ -288,7 +303,7 @@ class Requester:
             parse_url(url)  # cached; refuses what no backend can send
         except httpx2.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
             raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
-        call = _Call(method, url_path, url, headers, content, timeout, request_id)
+        call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id)
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
 
@@ -314,7 +329,12 @@ class Requester:
         started = time.perf_counter()
         try:
             backend = self.transport.backend or await self.transport.started()
-            reply = await backend.send(call.method, call.url, call.headers, call.content, call.timeout)
+            if call.deadline is None:  # an httpx2.Timeout: its phases only
+                reply = await backend.send(
+                    call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
+                )
+            else:
+                reply = await self._send_within(backend, call, call.deadline)
         except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
             if self.transport.is_closed:  # the pool was closed under this call: that is the cause
                 raise _closed_error() from error
@@ -331,11 +351,40 @@ class Requester:
             raise error_from_response(reply, call.request_id)
         return reply
 
+    async def _send_within(self, backend: Backend, call: _Call, deadline: float) -> Reply:
+        """``backend.send`` cancelled when ``deadline`` seconds have passed, as ``RequestTimeoutError``.
+
+        The cancellation is the ordinary one of the running loop (``asyncio.timeout`` or a trio cancel
+        scope, a few microseconds a call): no task is added, and each backend already releases or closes
+        a connection whose exchange is cancelled. The request may have reached the server.
+        """
+        loop = running_asyncio_loop()
+        if loop is not None:
+            asyncio: Any = sys.modules["asyncio"]
+            try:
+                async with asyncio.timeout(deadline) as scope:
+                    return await backend.send(
+                        call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
+                    )
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise deadline_error(deadline) from None
+        trio: Any = sys.modules["trio"]  # the only other loop the SDK runs on
+        reply: Reply | None = None
+        with trio.CancelScope(deadline=trio.current_time() + deadline):
+            reply = await backend.send(
+                call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
+            )
+        if reply is None:  # the scope caught its own cancellation: the deadline passed
+            raise deadline_error(deadline)
+        return reply
+
 
 class _Call:
     """One logical call as built once and sent by every attempt."""
 
-    __slots__ = ("content", "headers", "method", "path", "request_id", "timeout", "url")
+    __slots__ = ("content", "deadline", "headers", "method", "path", "request_id", "timeout", "url")
 
     def __init__(
         self,
@@ -345,8 +394,10 @@ class _Call:
         headers: httpx2.Headers,
         content: bytes | None,
         timeout: httpx2.Timeout,
+        deadline: float | None,
         request_id: str,
     ) -> None:
+        self.deadline = deadline
         self.method = method
         self.path = path
         self.url = url

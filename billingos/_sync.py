@@ -801,10 +801,19 @@ class BillingOS(_SyncBase):
         retry_policy: RetryPolicy | None = None,
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         # Refuse bad configuration here, not on the first call.
         try:
-            settings = resolve(secret_key, api_url, timeout, max_retries, limits, http_backend=http_backend)
+            settings = resolve(
+                secret_key,
+                api_url,
+                timeout,
+                max_retries,
+                limits,
+                http_backend=http_backend,
+                max_response_bytes=max_response_bytes,
+            )
         finally:
             del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
         check_http_client(settings, http_client)
@@ -871,6 +880,7 @@ class BillingOS(_SyncBase):
         timeout: TimeoutTypes | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        max_response_bytes: int | None = None,
     ) -> BillingOS:
         """A facade with other settings sharing this one's loop thread and pool.
 
@@ -878,8 +888,14 @@ class BillingOS(_SyncBase):
 
             billing.with_options(max_retries=0).usage.metrics("user_42")
         """
-        settings = evolve(self._settings, timeout, max_retries)  # validated here, in the caller's thread
-        new = {"timeout": timeout, "max_retries": max_retries, "retry_policy": retry_policy}
+        # validated here, in the caller's thread
+        settings = evolve(self._settings, timeout, max_retries, max_response_bytes)
+        new = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry_policy": retry_policy,
+            "max_response_bytes": max_response_bytes,
+        }
         options = {**self._options, **{k: v for k, v in new.items() if v is not None}}
         clone = object.__new__(BillingOS)
         clone._setup(self._runner, settings, options, self._entitlement_cache)

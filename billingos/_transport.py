@@ -11,6 +11,13 @@ request may have reached the server (the one fact the retry policy needs from th
 - ``_aiohttp_backend.AiohttpBackend`` (``http_backend="aiohttp"``): an ``aiohttp.ClientSession``,
   with nothing of httpx2 in between.
 
+Both read the body through one :class:`BodyReader`: the raw bytes, inflated here (gzip, deflate: the
+``Accept-Encoding`` the SDK sends) with every inflate step bounded by what is left of
+``max_response_bytes``, so neither a huge body, an endless one nor a compression bomb holds more than the
+cap; past it the exchange ends with ``ResponseDecodeError(code="response_too_large")`` and its connection
+is closed, never returned to the pool. The whole-attempt deadline (``timeout`` as a number) is the
+request path's: it cancels ``send`` the way a caller's own cancellation would.
+
 No task and no shield sits between a caller and its exchange, so a cancelled call returns at once on
 every event loop. httpx2 (httpcore2 >= 2.6) and aiohttp release or close a pooled connection whose
 request is cancelled, with one exception in httpcore2 (2.16.2, the newest): a cancellation delivered
@@ -25,16 +32,34 @@ asyncio and trio.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx2
 
+from ._config import DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import BillingOSError, NetworkError, RequestTimeoutError, ResponseDecodeError
 
-__all__ = ["Backend", "HttpxBackend", "Reply", "decode_error", "network_error", "parse_url", "ssl_context"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "Answer",
+    "Backend",
+    "BodyReader",
+    "HttpxBackend",
+    "Reply",
+    "deadline_error",
+    "decode_error",
+    "network_error",
+    "parse_url",
+    "ssl_context",
+]
+
+ACCEPT_ENCODING = "gzip, deflate"
+"""What the SDK asks for: the codings :class:`BodyReader` can inflate with a bound on its output."""
 
 
 class Reply(Protocol):
@@ -63,9 +88,20 @@ class Backend(Protocol):
     def is_closed(self) -> bool: ...
 
     async def send(
-        self, method: str, url: str, headers: httpx2.Headers, content: bytes | None, timeouts: httpx2.Timeout
+        self,
+        method: str,
+        url: str,
+        headers: httpx2.Headers,
+        content: bytes | None,
+        timeouts: httpx2.Timeout,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> Reply:
-        """Send and read the whole answer; redirects are never followed (a 3xx is returned as is)."""
+        """Send and read the whole answer; redirects are never followed (a 3xx is returned as is).
+
+        The body is decoded while it streams, through a :class:`BodyReader` capped at ``max_bytes``:
+        past it, the connection is closed (never pooled) and ``ResponseDecodeError(code=
+        "response_too_large")`` raised.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -84,6 +120,138 @@ def ssl_context() -> ssl.SSLContext:
     if context.minimum_version < ssl.TLSVersion.TLSv1_2:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+class Answer:
+    """Status, headers and the whole (decoded) body of one response, as both backends return it."""
+
+    __slots__ = ("content", "headers", "reason_phrase", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes, reason: str) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+        self.reason_phrase = reason
+
+
+class BodyReader:
+    """A response body, decoded as it arrives and refused as soon as it would pass ``limit`` bytes.
+
+    Both backends hand it the raw (still compressed) bytes as they read them; each ``gzip`` or
+    ``deflate`` stage inflates with ``max_length`` set to what is left of the budget, so a compression
+    bomb never produces more than ``limit + 1`` bytes, whatever its ratio. Memory held: the decoded body
+    so far (at most ``limit``) plus one network read.
+    """
+
+    __slots__ = ("_chunks", "_left", "_stages", "limit")
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        self.limit = limit
+        self._left = limit
+        self._chunks: list[bytes] = []
+        self._stages: list[_Inflate] = []
+        if content_encoding:
+            for coding in reversed(content_encoding.split(",")):  # applied in order: undo the last first
+                name = coding.strip().lower()
+                if name in ("gzip", "x-gzip"):
+                    self._stages.append(_Inflate(zlib.MAX_WBITS | 16))
+                elif name == "deflate":
+                    self._stages.append(_Inflate(zlib.MAX_WBITS, raw_fallback=True))
+                elif name not in ("identity", ""):
+                    raise decode_error(f"unsupported Content-Encoding {coding.strip()!r}")
+
+    def check_length(self, content_length: str | None) -> None:
+        """Refuse at once a body whose announced (unencoded) length is already over the limit."""
+        if content_length is not None and not self._stages:
+            try:
+                length = int(content_length)
+            except ValueError:
+                return  # the HTTP library refuses an invalid Content-Length itself
+            if length > self.limit:
+                raise response_too_large(self.limit, f"it announces {length} bytes")
+
+    def feed(self, raw: bytes) -> None:
+        """Take the next raw bytes off the wire."""
+        self._push(0, raw)
+
+    def finish(self) -> bytes:
+        """The whole decoded body, once the last raw bytes were fed."""
+        for level, stage in enumerate(self._stages):
+            tail = stage.flush()
+            if tail:
+                self._push(level + 1, tail)
+        chunks = self._chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _push(self, level: int, data: bytes) -> None:
+        """``data`` through the stages from ``level`` on, one bounded piece at a time, into the body."""
+        if level < len(self._stages):
+            for piece in self._stages[level].pieces(data, self._left + 1):
+                self._push(level + 1, piece)
+            return
+        if len(data) > self._left:
+            raise response_too_large(self.limit)
+        if data:
+            self._left -= len(data)
+            self._chunks.append(data)
+
+
+_PIECE = 256 * 1024
+"""The most one inflate step produces: zlib builds its output in blocks and joins them, so one step of n
+bytes briefly holds 2n; small steps keep that next to nothing beside the body."""
+
+
+class _Inflate:
+    """One ``gzip`` or ``deflate`` stage, inflating in bounded pieces."""
+
+    __slots__ = ("_decompressor", "_head")
+
+    def __init__(self, wbits: int, *, raw_fallback: bool = False) -> None:
+        self._decompressor = zlib.decompressobj(wbits)
+        # "deflate" is zlib-wrapped by the RFC, raw by some servers: until zlib has checked the 2-byte
+        # header, the bytes seen so far, to start over as raw deflate if it refuses them.
+        self._head: bytes | None = b"" if raw_fallback else None
+
+    def pieces(self, data: bytes, budget: int) -> Iterator[bytes]:
+        """``data`` inflated, in pieces of at most 256 kB; stops once more than ``budget`` came out."""
+        produced = 0
+        while data and produced <= budget:
+            out = self._inflate(data, min(budget + 1 - produced, _PIECE))
+            data = self._decompressor.unconsumed_tail
+            produced += len(out)
+            if out:
+                yield out
+
+    def _inflate(self, data: bytes, max_length: int) -> bytes:
+        try:
+            out = self._decompressor.decompress(data, max_length)
+        except zlib.error as exc:
+            if self._head is None:
+                raise decode_error(f"invalid compressed data ({exc})") from None
+            data, self._head = self._head + data, None
+            self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._inflate(data, max_length)
+        if self._head is not None:
+            self._head += data
+            if len(self._head) >= 2:  # the zlib header passed its check
+                self._head = None
+        return out
+
+    def flush(self) -> bytes:
+        try:
+            return self._decompressor.flush()
+        except zlib.error as exc:
+            raise decode_error(f"invalid compressed data ({exc})") from None
+
+
+def response_too_large(limit: int, detail: str = "") -> ResponseDecodeError:
+    """The error for a body over ``max_response_bytes``; ``request_id`` is set by the caller."""
+    more = f" ({detail})" if detail else ""
+    return ResponseDecodeError(
+        f"The response body is larger than max_response_bytes={limit} bytes once decoded{more}; the "
+        "connection was closed. Raise max_response_bytes on the client if such answers are expected.",
+        code="response_too_large",
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -107,8 +275,14 @@ class HttpxBackend:
         return self.client.is_closed
 
     async def send(
-        self, method: str, url: str, headers: httpx2.Headers, content: bytes | None, timeouts: httpx2.Timeout
-    ) -> httpx2.Response:
+        self,
+        method: str,
+        url: str,
+        headers: httpx2.Headers,
+        content: bytes | None,
+        timeouts: httpx2.Timeout,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> Answer:
         # Built directly rather than by client.build_request (half the cost: it parses the URL twice and
         # merges headers several times). The client's auth still applies (httpx2 runs it in send);
         # client-level cookies and params do not.
@@ -119,14 +293,41 @@ class HttpxBackend:
             headers=headers,
             extensions={"timeout": timeouts.as_dict()},
         )
-        return await self.send_request(request)
+        return await self.send_request(request, max_bytes)
 
-    async def send_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send a built request: httpx2 errors mapped, a cancellation's orphaned connection closed."""
+    async def send_request(
+        self, request: httpx2.Request, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> Answer:
+        """Send a built request and read its body, capped: httpx2 errors mapped, a cancellation's
+        orphaned connection closed, a body over ``max_bytes`` refused and its connection closed."""
         try:
-            return await self.client.send(request, follow_redirects=False)
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                # The raw bytes, inflated by the capped reader rather than httpx2's decoders (which
+                # inflate a whole network read at once: 64 kB of a gzip bomb is 64 MB).
+                headers = response.headers
+                if response.is_stream_consumed:  # a transport that read (and decoded) it: MockTransport
+                    body = response.content
+                    if len(body) > max_bytes:
+                        raise response_too_large(max_bytes)
+                else:
+                    reader = BodyReader(headers.get("content-encoding"), max_bytes)
+                    reader.check_length(headers.get("content-length"))
+                    # aclosing: a body refused mid-stream closes the generators now (trio warns of any
+                    # left to the garbage collector)
+                    async with contextlib.aclosing(response.aiter_raw()) as raws:
+                        async for raw in raws:
+                            reader.feed(raw)
+                    body = reader.finish()
+            finally:
+                # Closes the connection unless the body was read to its end (httpcore2 pools only a
+                # connection whose exchange is complete): a refused body never goes back to the pool.
+                await response.aclose()
+            return Answer(response.status_code, headers, body, response.reason_phrase)
         except httpx2.HTTPError as exc:
             raise _httpx_error(exc) from exc
+        except BillingOSError:  # the body was refused (too large, undecodable): its connection is closed
+            raise
         except BaseException:  # cancelled (asyncio, anyio, trio), or interrupted
             await _reap_orphans(self.client)
             raise
@@ -195,6 +396,21 @@ def network_error(detail: str, *, maybe_sent: bool, timeout_phase: str | None = 
     else:
         error = NetworkError(f"Could not reach BillingOS: {detail}", code="network_error")
     error._maybe_sent = maybe_sent  # type: ignore[attr-defined]
+    return error
+
+
+def deadline_error(seconds: float) -> NetworkError:
+    """The error for an attempt cut at its whole-attempt deadline (``timeout`` as a number).
+
+    The request may have reached the server (the deadline may pass while the answer streams in), so a
+    non-idempotent call is not retried after it; ``request_id`` is set by the caller.
+    """
+    error = RequestTimeoutError(
+        f"The request timed out: no complete answer within timeout={seconds:g} s (the whole attempt, "
+        "from connecting to the last byte of the body).",
+        code="timeout",
+    )
+    error._maybe_sent = True  # type: ignore[attr-defined]
     return error
 
 

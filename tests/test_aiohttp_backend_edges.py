@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
-from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -257,8 +256,9 @@ GZIP_THAT_IS_NOT = (
 async def test_a_body_that_says_gzip_and_is_not_is_a_decode_error_on_both_backends(
     backend: str, policy: RetryPolicy, sleeps: list[float]
 ) -> None:
-    """aiohttp raises ``ClientPayloadError`` caused by ``ContentEncodingError``; httpx2 ``DecodingError``.
-    Both are a ResponseDecodeError: the answer arrived, so it is not a network failure, nor retried."""
+    """The SDK inflates the body itself on both backends (``BodyReader``, capped by max_response_bytes):
+    a bad gzip stream is a ResponseDecodeError: the answer arrived, so it is not a network failure, nor
+    retried."""
     seen: list[bytes] = []
     server, port = await _serve(GZIP_THAT_IS_NOT, seen)
     async with (
@@ -276,11 +276,7 @@ async def test_a_body_that_says_gzip_and_is_not_is_a_decode_error_on_both_backen
     assert caught.value.request_id.encode() in seen[0]
     assert len(seen) == 1
     assert sleeps == []
-    if backend == "aiohttp":
-        assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
-        assert any(isinstance(link, ContentEncodingError) for link in _chain(caught.value))
-    else:
-        assert isinstance(caught.value.__cause__, httpx2.DecodingError)
+    assert "invalid compressed data" in caught.value.message
 
 
 class _StubSession:

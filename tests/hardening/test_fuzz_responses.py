@@ -207,7 +207,9 @@ def test_bodies_that_break_the_json_reader_are_decode_errors(body: bytes) -> Non
     import httpx2
 
     request = httpx2.Request("GET", "https://x.test/customers/c1")
-    call = _Call("GET", "/customers/c1", str(request.url), request.headers, None, httpx2.Timeout(5), "req_1")
+    call = _Call(
+        "GET", "/customers/c1", str(request.url), request.headers, None, httpx2.Timeout(5), 5.0, "req_1"
+    )
     with pytest.raises(ResponseDecodeError, match="not JSON"):
         _decode(httpx2.Response(200, content=body, request=request), call, lambda data: data)
     error = error_from_response(httpx2.Response(404, content=body, request=request), "req_1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 
+import httpx2
 import pytest
 
 from billingos import (
@@ -314,7 +315,19 @@ async def test_slow_route_is_a_request_timeout(
     assert time.monotonic() - started < 0.8
     assert isinstance(caught.value, NetworkError)
     assert caught.value.code == "timeout"
+    assert "the whole attempt" in caught.value.message  # a number bounds the attempt, not one read
+    assert sleeps == []
+
+
+async def test_slow_route_with_a_per_phase_timeout_is_a_read_timeout(
+    client: AsyncBillingOS, fake: FakeBillingOS, sleeps: list[float]
+) -> None:
+    fake.inject(CHECK, Fault.delay(1.0))
+    with pytest.raises(RequestTimeoutError) as caught:
+        await client.entitlements.check("user_42", "sso", timeout=httpx2.Timeout(0.1), max_retries=0)
+    assert caught.value.code == "timeout"
     assert "read" in caught.value.message
+    assert "the whole attempt" not in caught.value.message
     assert sleeps == []
 
 

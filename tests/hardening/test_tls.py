@@ -500,6 +500,7 @@ def test_with_options_cannot_change_the_url_or_the_client() -> None:
             "timeout",
             "max_retries",
             "retry_policy",
+            "max_response_bytes",
         }
     billing = AsyncBillingOS(LIVE)
     with pytest.raises(TypeError):

@@ -30,11 +30,13 @@ from billingos.integrations.fastapi import billingos_lifespan
 from billingos.testing import FakeBillingOS
 
 from .._recorder_support import seed
+from ._event_loops import LOOPS, run_on
 
 RUNS = [
-    pytest.param("asyncio", "httpx2", id="asyncio-httpx2"),
-    pytest.param("asyncio", "aiohttp", id="asyncio-aiohttp"),
-    pytest.param("trio", "httpx2", id="trio-httpx2"),
+    pytest.param(loop, http_backend, id=f"{loop}-{http_backend}")
+    for loop in LOOPS
+    for http_backend in ("httpx2", "aiohttp")
+    if loop != "trio" or http_backend == "httpx2"
 ]
 
 
@@ -70,7 +72,7 @@ def url(fake: FakeBillingOS) -> Iterator[str]:
 
 
 def run(backend: str, main: Callable[[], Any]) -> Any:
-    return anyio.run(main, backend=backend)
+    return run_on(backend, main)
 
 
 @pytest.mark.parametrize("where", ["memory", "outbox"])
@@ -103,7 +105,7 @@ def test_an_app_error_in_the_recorder_body_comes_out_as_itself(
     assert fake.usage_of("user_0", "api_calls") == 3
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", LOOPS)
 def test_a_group_from_the_apps_own_task_group_comes_out_unchanged(
     backend: str, fake: FakeBillingOS, url: str, figure: Any
 ) -> None:
@@ -126,7 +128,7 @@ def test_a_group_from_the_apps_own_task_group_comes_out_unchanged(
     assert [type(e) for e in caught.exceptions] == [AppError]
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", LOOPS)
 def test_an_outbox_failing_at_close_comes_out_as_itself_or_as_a_note(
     backend: str, fake: FakeBillingOS, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, figure: Any
 ) -> None:
@@ -174,7 +176,7 @@ def app_lifespan(when: str) -> Callable[[Any], Any]:
 
 
 @pytest.mark.parametrize("when", ["startup", "shutdown"])
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", LOOPS)
 def test_an_error_in_the_users_lifespan_comes_out_as_itself(
     backend: str, when: str, fake: FakeBillingOS, url: str, figure: Any
 ) -> None:
@@ -203,7 +205,7 @@ def test_an_error_in_the_users_lifespan_comes_out_as_itself(
         assert fake.usage_of("user_0", "api_calls") == 1  # the recorder drained before the error
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", LOOPS)
 def test_an_app_error_in_the_clients_body_comes_out_as_itself(
     backend: str, fake: FakeBillingOS, url: str, figure: Any
 ) -> None:
@@ -248,7 +250,7 @@ def test_an_app_error_in_the_embedded_servers_block_comes_out_as_itself(fake: Fa
     assert "raise_app_error" in frames(info.value)
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", LOOPS)
 def test_a_failing_task_of_the_recorder_comes_out_as_itself(
     backend: str, fake: FakeBillingOS, url: str, monkeypatch: pytest.MonkeyPatch, figure: Any
 ) -> None:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 
 from billingos import AsyncBillingOS, RequestTimeoutError, RetryPolicy
 
+from ._event_loops import LOOPS_AND_BACKENDS, run_on
 from ._hostile import CHECK_BODY, HostileServer, drip, head
 
 SECRET = "sk_test_" + "h" * 32
-COMBOS = [("asyncio", "httpx2"), ("asyncio", "aiohttp"), ("trio", "httpx2")]
+COMBOS = LOOPS_AND_BACKENDS
 NO_WAIT = RetryPolicy(initial_backoff=0.0, max_backoff=0.0)
 ANSWER = head(len(CHECK_BODY)) + CHECK_BODY
 
@@ -64,7 +64,7 @@ def test_a_trickled_answer_is_cut_at_the_deadline(loop: str, backend: str, where
             return took
 
     with server.running() as url:
-        took = anyio.run(main, backend=loop)
+        took = run_on(loop, main)
     figure(
         f"{loop}/{backend}, {where} trickled 1 byte per {interval * 1000:.0f} ms ({whole} bytes: "
         f"{whole * interval:.1f} s whole): timeout={deadline:g} cut the call after {took:.2f} s, with "
@@ -95,7 +95,7 @@ def test_a_deadline_counts_as_an_attempt_a_get_is_retried_a_create_is_not(
             assert server.requests == 3  # one attempt: not retried
 
     with server.running() as url:
-        anyio.run(main, backend=loop)
+        run_on(loop, main)
     figure(
         f"{loop}/{backend}: GET with max_retries=1 -> 2 attempts cut at 0.3 s each; POST /customers with "
         f"max_retries=3 -> 1 attempt (may have been sent, not repeated)"
@@ -122,7 +122,7 @@ def test_an_httpx2_timeout_keeps_its_per_phase_meaning(loop: str, backend: str, 
             return time.monotonic() - started
 
     with server.running() as url:
-        took = anyio.run(main, backend=loop)
+        took = run_on(loop, main)
     figure(
         f"{loop}/{backend}: httpx2.Timeout(0.3), body trickled over {len(CHECK_BODY) * interval:.1f} s: "
         f"answered after {took:.2f} s (per read, no whole-attempt bound)"

@@ -25,6 +25,7 @@ from billingos import AsyncBillingOS, ResponseDecodeError
 from billingos._config import DEFAULT_MAX_RESPONSE_BYTES
 from billingos._transport import BodyReader
 
+from ._event_loops import ASYNCIO_LOOPS, run_on
 from ._hostile import Answer, HostileServer, big_json, compressed, endless, gzip_bomb
 from .conftest import wait_until_async
 
@@ -37,8 +38,7 @@ _HTTPCORE2_GENERATOR = pytest.mark.filterwarnings(
     ":pytest.PytestUnraisableExceptionWarning"
 )
 COMBOS = [
-    ("asyncio", "httpx2"),
-    ("asyncio", "aiohttp"),
+    *((loop, backend) for loop in ASYNCIO_LOOPS for backend in ("httpx2", "aiohttp")),
     pytest.param("trio", "httpx2", marks=_HTTPCORE2_GENERATOR),
 ]
 MiB = 1024 * 1024
@@ -82,7 +82,7 @@ def refused_with_peak(
             return caught.value
 
     with server.running() as url:
-        error = anyio.run(main, backend=loop)
+        error = run_on(loop, main)
     assert server.connections == 2  # the refused body's connection was not reused
     return error, peak[0], server
 

@@ -34,8 +34,9 @@ SECRET = "sk_test_" + "m" * 32
 # stops early (aclosing(aiter_raw()) closes httpx2's generators, not that one): trio warns once the garbage
 # collector finds it, and finalizes it itself. The connection is already closed by then (asserted below).
 _HTTPCORE2_GENERATOR = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object PoolByteStream.__aiter__"
-    ":pytest.PytestUnraisableExceptionWarning"
+    # Python 3.11-3.13 say "Exception ignored in: <...>", 3.14 "... while finalizing generator <...>".
+    "ignore:Exception ignored (in.|while finalizing generator) "
+    "<async_generator object PoolByteStream.__aiter__:pytest.PytestUnraisableExceptionWarning"
 )
 COMBOS = [
     *((loop, backend) for loop in ASYNCIO_LOOPS for backend in ("httpx2", "aiohttp")),

@@ -128,10 +128,16 @@ class AiohttpBackend:
             ) as response:
                 try:
                     reader = BodyReader(response.headers.get("Content-Encoding"), max_bytes)
-                    reader.check_length(response.headers.get("Content-Length"))
-                    async for raw in response.content.iter_any():
-                        reader.feed(raw)
-                    body = reader.finish()
+                    length = response.headers.get("Content-Length")
+                    reader.check_length(length)
+                    if length is not None and not reader.decodes:
+                        # Plain body of an announced length within the cap: aiohttp's parser stops at
+                        # that length, so read it whole (no async iterator per call, ~10 µs).
+                        body = await response.read()
+                    else:
+                        async for raw in response.content.iter_any():
+                            reader.feed(raw)
+                        body = reader.finish()
                 except BillingOSError:
                     response.close()  # the body was refused: drop the connection, never pool it
                     raise

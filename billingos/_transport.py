@@ -160,6 +160,11 @@ class BodyReader:
                 elif name not in ("identity", ""):
                     raise decode_error(f"unsupported Content-Encoding {coding.strip()!r}")
 
+    @property
+    def decodes(self) -> bool:
+        """Whether the body is inflated on its way through (a ``gzip`` or ``deflate`` coding)."""
+        return bool(self._stages)
+
     def check_length(self, content_length: str | None) -> None:
         """Refuse at once a body whose announced (unencoded) length is already over the limit."""
         if content_length is not None and not self._stages:

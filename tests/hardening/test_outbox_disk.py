@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import logging
 import os
 import sqlite3
@@ -35,6 +34,7 @@ from billingos import AsyncBillingOS, BillingOS, BillingOSError, RecorderStats, 
 from billingos._outbox import SQLiteOutbox
 from billingos.testing import FakeBillingOS, Fault
 
+from ._event_loops import LOOPS, LOOPS_AND_BACKENDS, run_on
 from .conftest import serve_counted
 
 TRACK = "POST /v1/usage/track"
@@ -47,13 +47,6 @@ def _query(path: str | os.PathLike[str], sql: str) -> list[Any]:
     """``sql`` on the file through a connection closed at once (Python 3.13+ warns on one left to the GC)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute(sql).fetchall()
-
-
-LOOPS = [pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")]
-if importlib.util.find_spec("uvloop") is not None:
-    LOOPS.insert(1, pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"))
-HTTP_BACKENDS = ["httpx2", "aiohttp"]
-"""Where the scenario sends (the first two tests); aiohttp runs on asyncio only."""
 
 
 # -- disks ------------------------------------------------------------------------------------------------
@@ -176,15 +169,10 @@ def record_3000(r: UsageRecorder) -> None:
 
 @pytest.mark.parametrize(
     ("loop", "http_backend"),
-    [
-        pytest.param(loop.values[0], backend, id=f"{loop.id}-{backend}")
-        for loop in LOOPS
-        for backend in HTTP_BACKENDS
-        if not (loop.id == "trio" and backend == "aiohttp")
-    ],
+    [pytest.param(loop, backend, id=f"{loop}-{backend}") for loop, backend in LOOPS_AND_BACKENDS],
 )  # aiohttp runs on asyncio only
 def test_a_full_disk_while_billingos_is_up_loses_no_event(
-    disk: Disk, loop: tuple[str, dict[str, Any]], http_backend: str, figure: Callable[[str], None]
+    disk: Disk, loop: str, http_backend: str, figure: Callable[[str], None]
 ) -> None:
     fake = server()
     path = str(disk.root / "usage.db")
@@ -216,10 +204,10 @@ def test_a_full_disk_while_billingos_is_up_loses_no_event(
         await counter.wait_idle()
 
     with serve_counted(fake.app) as (url, counter):
-        stats, found, _ = anyio.run(main, backend=loop[0], backend_options=loop[1])
+        stats, found, _ = run_on(loop, main)
     counted = sum(fake.usage_of(f"cus_{n}", "api_calls") for n in range(3))
     figure(
-        f"{disk.name}, {loop[0]}{'+uvloop' if loop[1] else ''}, {http_backend}: {stats.recorded} recorded, "
+        f"{disk.name}, {loop}, {http_backend}: {stats.recorded} recorded, "
         f"{stats.confirmed} confirmed while the disk was full, {stats.pending} left in the outbox, "
         f"{found} found by the next recorder, {counted:.0f} counted by the server, "
         f"{EVENTS - counted:.0f} lost (before: 3000 of 3001)"
@@ -238,7 +226,7 @@ def test_a_full_disk_while_billingos_is_up_loses_no_event(
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_full_disk_with_billingos_down_reports_every_event_at_close(
     disk: Disk,
-    loop: tuple[str, dict[str, Any]],
+    loop: str,
     figure: Callable[[str], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -281,11 +269,11 @@ def test_a_full_disk_with_billingos_down_reports_every_event_at_close(
         caplog.at_level(logging.WARNING, logger="billingos.recorder"),
         serve_counted(fake.app) as (url, counter),
     ):
-        stats, letters, found = anyio.run(main, backend=loop[0], backend_options=loop[1])
+        stats, letters, found = run_on(loop, main)
     in_letters = sum(letter.events for letter in letters)
     counted = sum(fake.usage_of(f"cus_{n}", "api_calls") for n in range(3))
     figure(
-        f"{disk.name}, {loop[0]}{'+uvloop' if loop[1] else ''}: {stats.recorded} recorded, {stats.pending} "
+        f"{disk.name}, {loop}: {stats.recorded} recorded, {stats.pending} "
         f"in the outbox at close, {stats.not_durable} not durable -> {in_letters} in dead letters "
         f"({len(letters)} calls, code outbox_error), {found} found by the next recorder, {counted:.0f} "
         f"counted after replaying the letters, {EVENTS - stats.pending - in_letters} unaccounted "
@@ -309,7 +297,7 @@ def test_a_full_disk_with_billingos_down_reports_every_event_at_close(
 def test_batches_sealed_in_memory_are_written_when_the_disk_recovers(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    loop: tuple[str, dict[str, Any]],
+    loop: str,
     figure: Callable[[str], None],
 ) -> None:
     disk = InjectedFullDisk(tmp_path, monkeypatch)
@@ -338,10 +326,10 @@ def test_batches_sealed_in_memory_are_written_when_the_disk_recovers(
             return stats, on_disk, sent
 
     with serve_counted(fake.app) as (url, _):
-        stats, on_disk, sent = anyio.run(main, backend=loop[0], backend_options=loop[1])
+        stats, on_disk, sent = run_on(loop, main)
     counted = sum(fake.usage_of(f"cus_{n}", "api_calls") for n in range(3))
     figure(
-        f"{loop[0]}: {len(on_disk)} calls sealed in memory written once the disk recovered; {stats.pending} "
+        f"{loop}: {len(on_disk)} calls sealed in memory written once the disk recovered; {stats.pending} "
         f"events in the outbox at close, {stats.not_durable} not durable, {counted:.0f} counted after replay"
     )
     assert len(on_disk) == 3

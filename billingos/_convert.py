@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
-import cattrs
 import attrs
+import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._models import (

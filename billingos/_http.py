@@ -361,10 +361,10 @@ class Requester:
         _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
         if reply.status_code >= 300 and reply.status_code not in ok_on_retry:
-            error = error_from_response(reply, call.request_id)
+            refused = error_from_response(reply, call.request_id)
             if reply.status_code == 401 and not call.as_customer and call.path.startswith(_ADMIN_ROUTES):
-                _explain_dashboard_only(error, call)
-            raise error
+                _explain_dashboard_only(refused, call)
+            raise refused
         return reply
 
     async def _send_within(self, backend: Backend, call: _Call, deadline: float) -> Reply:
@@ -442,7 +442,7 @@ DASHBOARD_ONLY_HINT = (
     "This BillingOS server accepts only dashboard sessions (a user signed in to the BillingOS "
     "dashboard) on /customers and /subscriptions, not a secret key. To list plans, start a checkout, "
     "open a billing portal or read a customer's state from your server, use the customer-scoped calls: "
-    "billing.as_customer(user_id) (docs: docs/selling.md, \"Selling from your server\")."
+    'billing.as_customer(user_id) (docs: docs/selling.md, "Selling from your server").'
 )
 
 

@@ -88,10 +88,19 @@ class FakeBillingOS:
         return key
 
     def add_feature(
-        self, key: str, type: FeatureType = "boolean_flag", *, title: str | None = None
+        self,
+        key: str,
+        type: FeatureType = "boolean_flag",
+        *,
+        title: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> Feature:
-        """Define a feature: ``"boolean_flag"``, ``"usage_quota"`` (per period) or ``"numeric_limit"``."""
-        return self._store.add_feature(key, type, title)
+        """Define a feature: ``"boolean_flag"``, ``"usage_quota"`` (per period) or ``"numeric_limit"``.
+
+        ``properties`` are the feature-level ``features.properties`` that ``GET /v1/products`` and
+        ``GET /v1/features/entitlements`` show (the server shows these, not a plan's own limits).
+        """
+        return self._store.add_feature(key, type, title, properties)
 
     def add_product(
         self,
@@ -103,12 +112,26 @@ class FakeBillingOS:
         trial_days: int = 0,
         product_id: str | None = None,
         price_id: str | None = None,
+        description: str | None = None,
+        highlighted: bool = False,
+        visible: bool = True,
     ) -> Plan:
         """A product with one monthly price granting ``features`` (feature key -> limit, ``True`` for flags).
 
         Returns the :class:`Plan` with its ``product_id`` and ``price_id``. With ``trial_days``, new
         subscriptions start ``trialing`` (which does not grant access, as on the real server).
+        ``amount=0`` makes a free price (``POST /v1/checkout/{id}/confirm-free`` completes it).
+
+        A ``usage_quota`` feature given ``None`` has a NULL limit ("unlimited" in the dashboard), which
+        the real server counts as 0: checks report ``quota_exceeded`` and every track is refused.
+
+        ``description``, ``highlighted`` (``metadata.recommended``) and ``visible``
+        (``visible_in_pricing_table``) are what ``GET /v1/products`` shows; a hidden plan is left out.
         """
+        for key, value in features.items():
+            feature = self._store.features.get(key)
+            if isinstance(value, bool) and feature is not None and feature.type != "boolean_flag":
+                raise ValueError(f"feature {key!r} is a {feature.type}: give it a numeric limit")
         grants = {k: (None if isinstance(v, bool) or v is None else float(v)) for k, v in features.items()}
         plan = Plan(
             product_id=product_id or "prod_" + secrets.token_hex(8),
@@ -118,6 +141,9 @@ class FakeBillingOS:
             amount=amount,
             currency=currency,
             trial_days=trial_days,
+            description=description,
+            highlighted=highlighted,
+            visible=visible,
         )
         return self._store.add_plan(plan)
 

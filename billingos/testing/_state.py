@@ -400,7 +400,7 @@ class Store:
         *,
         any_status: bool = False,
     ) -> dict[str, Any]:
-        """Count ``quantity`` units; ``any_status``: any un-revoked grant will do (``/v1/features/track-usage``)."""
+        """Count ``quantity`` units; ``any_status``: any un-revoked grant will do (features route)."""
         with self.lock:
             customer = self.find_by_external_id(customer_id)
             if customer is None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import ssl
+import time
 import urllib.request
 
 import aiohttp
@@ -38,7 +40,7 @@ from yarl import URL  # an aiohttp dependency
 
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Settings
 from ._errors import BillingOSError, ValidationError
-from ._transport import Answer, BodyReader, network_error
+from ._transport import Answer, BodyReader, deadline_error, network_error
 
 __all__ = ["AiohttpBackend"]
 
@@ -50,11 +52,24 @@ def _url(raw: str) -> URL:
 
 
 @functools.lru_cache(maxsize=64)
-def _client_timeout(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
+def _client_timeout(
+    connect: float | None, read: float | None, pool: float | None, deadline: float | None
+) -> aiohttp.ClientTimeout:
+    # total: the whole attempt (the SDK's deadline), from waiting for a connection to the last byte;
     # connect: waiting for a pooled connection plus connecting (httpx2's pool + connect phases);
     # sock_connect: the TCP/TLS connect itself; sock_read: the longest silence while reading.
+    # ceil_threshold: aiohttp rounds the expiry of a timeout above it up to a whole second; never.
     total_connect = None if connect is None and pool is None else (connect or 0) + (pool or 0)
-    return aiohttp.ClientTimeout(total=None, connect=total_connect, sock_connect=connect, sock_read=read)
+    if deadline is not None:
+        # A phase bound no shorter than the deadline can never fire first: left out, it costs nothing
+        # (sock_read is a timer re-armed on every chunk received).
+        if read is not None and read >= deadline:
+            read = None
+        if total_connect is not None and total_connect >= deadline:
+            total_connect = None
+    return aiohttp.ClientTimeout(
+        total=deadline, connect=total_connect, sock_connect=connect, sock_read=read, ceil_threshold=math.inf
+    )
 
 
 class AiohttpBackend:
@@ -110,19 +125,23 @@ class AiohttpBackend:
         content: bytes | None,
         timeouts: httpx2.Timeout,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = None,
     ) -> Answer:
         session = self.session
         if session is None:
             session = self._new_session()
         elif session.closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
+        started = time.monotonic() if deadline is not None else 0.0  # the loop's clock
         try:
             async with session.request(
                 method,
                 _url(url),
-                headers=CIMultiDict(headers.multi_items()),  # aiohttp's own type: used without converting
+                # aiohttp's own type, used as is; from the raw bytes, as multi_items() would guess an
+                # encoding per header, and the request path only ever sends ASCII headers.
+                headers=CIMultiDict([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]),
                 data=content,
-                timeout=_client_timeout(timeouts.connect, timeouts.read, timeouts.pool),
+                timeout=_client_timeout(timeouts.connect, timeouts.read, timeouts.pool, deadline),
                 allow_redirects=False,
                 proxy=self._proxy,
             ) as response:
@@ -144,6 +163,8 @@ class AiohttpBackend:
                 return Answer(response.status, response.headers, body, response.reason or "")
         except (TimeoutError, aiohttp.ClientError) as exc:
             _redact(exc)
+            if deadline is not None and _is_total_timeout(exc, started, deadline):
+                raise deadline_error(deadline) from None
             raise _aiohttp_error(exc) from exc
         except asyncio.CancelledError:
             # Closing the session cancels the calls waiting for a pooled connection. A call that nobody
@@ -156,6 +177,20 @@ class AiohttpBackend:
     async def aclose(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+
+def _is_total_timeout(error: Exception, started: float, deadline: float) -> bool:
+    """Whether ``error`` is aiohttp's ``total`` timeout (the SDK's deadline) having expired.
+
+    Past the connect phase it is a bare ``TimeoutError``; while waiting for or opening a connection,
+    aiohttp reports it as ``ConnectionTimeoutError``, like its own connect timeouts: told apart by the
+    time the attempt has taken.
+    """
+    if not isinstance(error, aiohttp.ClientError):
+        return True  # aiohttp's timeouts of a phase are all ClientErrors (ServerTimeoutError)
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return time.monotonic() - started >= deadline
+    return False
 
 
 def _redact(error: BaseException) -> None:

@@ -12,14 +12,14 @@ import functools
 import json
 import logging
 import platform
+import random
 import re
-import secrets
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import attrs
 import httpx2
@@ -53,7 +53,6 @@ from ._transport import (
     Backend,
     HttpxBackend,
     Reply,
-    deadline_error,
     httpx2_default_headers,
     new_httpx_client,
     parse_url,
@@ -116,8 +115,31 @@ def _not_unicode(what: str) -> ValidationError:
 
 
 def new_request_id() -> str:
-    """``req_`` + 24 hex characters, as the server expects (CONTRACT §1)."""
-    return "req_" + secrets.token_hex(12)
+    """``req_`` + 24 hex characters, as the server expects (CONTRACT §1).
+
+    From ``random``, not ``secrets``: an id only has to be unique, and ``os.urandom`` is a system call
+    per request. ``random`` reseeds itself in a forked child, so sibling workers never share a sequence.
+    """
+    return f"req_{random.getrandbits(96):024x}"
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # what percent-encoding leaves as it is
+
+
+def encode_query(params: Mapping[str, str | int]) -> str:
+    """``urlencode(params, quote_via=quote)``, without its per-value overhead for plain ids and numbers.
+
+    Raises ``UnicodeEncodeError`` for text with a lone surrogate, as ``urlencode`` does.
+    """
+    parts = []
+    for key, value in params.items():
+        text = value if type(value) is str else str(value)
+        if not _UNRESERVED(key):
+            key = quote(key, safe="")
+        if not _UNRESERVED(text):
+            text = quote(text, safe="")
+        parts.append(f"{key}={text}")
+    return "&".join(parts)
 
 
 @attrs.define(eq=False)
@@ -276,7 +298,9 @@ class Requester:
         ``ok_on_retry`` lists statuses that mean success when they answer a *retry*: a DELETE whose
         first response was lost gets 404 the second time because the first one worked.
         """
-        if self.transport.is_closed:
+        # ``closed``, a plain attribute: a caller's own client closed by its owner is found by the send
+        # itself (httpx2 and aiohttp refuse it with RuntimeError, which _attempt reports the same way).
+        if self.transport.closed:
             raise _closed_error()
         if retry_safe is None:
             retry_safe = method in ("GET", "DELETE")
@@ -308,7 +332,7 @@ class Requester:
             content = _encode_body(body)
             headers["content-type"] = "application/json"
         try:
-            query = "?" + urlencode(params, quote_via=quote) if params else ""
+            query = "?" + encode_query(params) if params else ""
         except UnicodeEncodeError:
             raise _not_unicode("A query parameter") from None
         url = self._base_url + url_path + query
@@ -337,17 +361,20 @@ class Requester:
         return _decode(reply, call, decode)
 
     async def _attempt(self, call: _Call, retry_number: int, ok_on_retry: frozenset[int]) -> Reply:
-        if self.transport.is_closed:
+        if self.transport.closed:
             raise _closed_error()  # e.g. closed while this call waited to retry
         started = time.perf_counter()
         try:
             backend = self.transport.backend or await self.transport.started()
-            if call.deadline is None:  # an httpx2.Timeout: its phases only
-                reply = await backend.send(
-                    call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
-                )
-            else:
-                reply = await self._send_within(backend, call, call.deadline)
+            reply = await backend.send(
+                call.method,
+                call.url,
+                call.headers,
+                call.content,
+                call.timeout,
+                self._max_bytes,
+                call.deadline,
+            )
         except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
             if self.transport.is_closed:  # the pool was closed under this call: that is the cause
                 raise _closed_error() from error
@@ -365,35 +392,6 @@ class Requester:
             if reply.status_code == 401 and not call.as_customer and call.path.startswith(_ADMIN_ROUTES):
                 _explain_dashboard_only(refused, call)
             raise refused
-        return reply
-
-    async def _send_within(self, backend: Backend, call: _Call, deadline: float) -> Reply:
-        """``backend.send`` cancelled when ``deadline`` seconds have passed, as ``RequestTimeoutError``.
-
-        The cancellation is the ordinary one of the running loop (``asyncio.timeout`` or a trio cancel
-        scope, a few microseconds a call): no task is added, and each backend already releases or closes
-        a connection whose exchange is cancelled. The request may have reached the server.
-        """
-        loop = running_asyncio_loop()
-        if loop is not None:
-            asyncio: Any = sys.modules["asyncio"]
-            try:
-                async with asyncio.timeout(deadline) as scope:
-                    return await backend.send(
-                        call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
-                    )
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                raise deadline_error(deadline) from None
-        trio: Any = sys.modules["trio"]  # the only other loop the SDK runs on
-        reply: Reply | None = None
-        with trio.CancelScope(deadline=trio.current_time() + deadline):
-            reply = await backend.send(
-                call.method, call.url, call.headers, call.content, call.timeout, self._max_bytes
-            )
-        if reply is None:  # the scope caught its own cancellation: the deadline passed
-            raise deadline_error(deadline)
         return reply
 
 

@@ -41,6 +41,15 @@ def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio loop when called from an asyncio task (plain or under anyio), else ``None``."""
     if "asyncio" not in sys.modules:  # nothing imported asyncio: no asyncio loop can be running
         return None
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    if "trio" not in sys.modules:  # the usual case: only asyncio can be running, no need to ask sniffio
+        return loop
+    # trio-asyncio runs an asyncio loop inside trio: ask sniffio which one this task belongs to.
     global _current_async_library
     if _current_async_library is _UNLOADED:
         _current_async_library = _load_sniffio()
@@ -50,12 +59,7 @@ def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
                 return None
         except RuntimeError:  # sniffio.AsyncLibraryNotFoundError
             return None
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    return loop
 
 
 def in_event_loop() -> bool:

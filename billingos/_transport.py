@@ -15,8 +15,9 @@ Both read the body through one :class:`BodyReader`: the raw bytes, inflated here
 ``Accept-Encoding`` the SDK sends) with every inflate step bounded by what is left of
 ``max_response_bytes``, so neither a huge body, an endless one nor a compression bomb holds more than the
 cap; past it the exchange ends with ``ResponseDecodeError(code="response_too_large")`` and its connection
-is closed, never returned to the pool. The whole-attempt deadline (``timeout`` as a number) is the
-request path's: it cancels ``send`` the way a caller's own cancellation would.
+is closed, never returned to the pool. Each backend also bounds the whole attempt (``timeout`` as a
+number): httpx2's by cancelling the exchange as a caller's own cancellation would
+(:func:`within_deadline`), aiohttp's with its own ``total`` timeout.
 
 No task and no shield sits between a caller and its exchange, so a cancelled call returns at once on
 every event loop. httpx2 (httpcore2 >= 2.6) and aiohttp release or close a pooled connection whose
@@ -35,14 +36,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
+import sys
 import zlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import httpx2
 
 from ._config import DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import BillingOSError, NetworkError, RequestTimeoutError, ResponseDecodeError
+from ._loops import running_asyncio_loop
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -56,7 +59,10 @@ __all__ = [
     "network_error",
     "parse_url",
     "ssl_context",
+    "within_deadline",
 ]
+
+T = TypeVar("T")
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What the SDK asks for: the codings :class:`BodyReader` can inflate with a bound on its output."""
@@ -95,12 +101,15 @@ class Backend(Protocol):
         content: bytes | None,
         timeouts: httpx2.Timeout,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = None,
     ) -> Reply:
         """Send and read the whole answer; redirects are never followed (a 3xx is returned as is).
 
         The body is decoded while it streams, through a :class:`BodyReader` capped at ``max_bytes``:
         past it, the connection is closed (never pooled) and ``ResponseDecodeError(code=
-        "response_too_large")`` raised.
+        "response_too_large")`` raised. With a ``deadline`` (``timeout`` given as a number), the whole
+        exchange, from waiting for a connection to the last byte, is cut after that many seconds with
+        :func:`deadline_error`; ``timeouts`` still bound each phase.
         """
         ...
 
@@ -287,6 +296,7 @@ class HttpxBackend:
         content: bytes | None,
         timeouts: httpx2.Timeout,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = None,
     ) -> Answer:
         # Built directly rather than by client.build_request (half the cost: it parses the URL twice and
         # merges headers several times). The client's auth still applies (httpx2 runs it in send);
@@ -298,7 +308,9 @@ class HttpxBackend:
             headers=headers,
             extensions={"timeout": timeouts.as_dict()},
         )
-        return await self.send_request(request, max_bytes)
+        if deadline is None:
+            return await self.send_request(request, max_bytes)
+        return await within_deadline(self.send_request(request, max_bytes), deadline)
 
     async def send_request(
         self, request: httpx2.Request, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
@@ -402,6 +414,32 @@ def network_error(detail: str, *, maybe_sent: bool, timeout_phase: str | None = 
         error = NetworkError(f"Could not reach BillingOS: {detail}", code="network_error")
     error._maybe_sent = maybe_sent  # type: ignore[attr-defined]
     return error
+
+
+async def within_deadline(exchange: Coroutine[Any, Any, T], deadline: float) -> T:
+    """``await exchange``, cancelled when ``deadline`` seconds have passed, as :func:`deadline_error`.
+
+    The cancellation is the ordinary one of the running loop (``asyncio.timeout`` or a trio cancel
+    scope, a few microseconds a call): no task is added, and the backend releases or closes a
+    connection whose exchange is cancelled. The request may have reached the server.
+    """
+    loop = running_asyncio_loop()
+    if loop is not None:
+        asyncio: Any = sys.modules["asyncio"]
+        try:
+            async with asyncio.timeout(deadline) as scope:
+                return await exchange
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise deadline_error(deadline) from None
+    trio: Any = sys.modules["trio"]  # the only other loop the SDK runs on
+    result: list[T] = []
+    with trio.CancelScope(deadline=trio.current_time() + deadline):
+        result.append(await exchange)
+    if not result:  # the scope caught its own cancellation: the deadline passed
+        raise deadline_error(deadline)
+    return result[0]
 
 
 def deadline_error(seconds: float) -> NetworkError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import math
 import random
 import socket
 import sys
@@ -177,12 +178,14 @@ async def test_aiohttp_and_an_own_http_client_are_refused(cls: Any) -> None:
 async def test_pool_size_keepalive_timeouts_and_tls_carry_over(
     fake: FakeBillingOS, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    passed: list[tuple[float | None, float | None, float | None]] = []
+    passed: list[tuple[float | None, ...]] = []
     real_client_timeout = aiohttp_backend._client_timeout
 
-    def spy(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
-        passed.append((connect, read, pool))
-        return real_client_timeout(connect, read, pool)
+    def spy(
+        connect: float | None, read: float | None, pool: float | None, deadline: float | None
+    ) -> aiohttp.ClientTimeout:
+        passed.append((connect, read, pool, deadline))
+        return real_client_timeout(connect, read, pool, deadline)
 
     monkeypatch.setattr(aiohttp_backend, "_client_timeout", spy)
     limits = httpx2.Limits(max_connections=7, keepalive_expiry=12.0)
@@ -193,6 +196,7 @@ async def test_pool_size_keepalive_timeouts_and_tls_carry_over(
         assert session_of(billing) is None  # built on the first request, on the running loop
         assert (await billing.check_entitlement("user_1", "api_calls")).has_access
         await billing.check_entitlement("user_1", "sso", timeout=httpx2.Timeout(4.0, pool=None))
+        await billing.check_entitlement("user_1", "sso", timeout=7)  # a number: also the whole attempt
         session = backend_of(billing).session
         assert session is not None
         connector = session.connector
@@ -204,21 +208,33 @@ async def test_pool_size_keepalive_timeouts_and_tls_carry_over(
         assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
     assert session.closed  # closing the SDK client closes the aiohttp session
     assert billing._requester.transport.is_closed
-    # The client's timeout, then the call's: httpx2's phases as aiohttp's.
-    assert passed == [(2.0, 9.0, 3.0), (4.0, 4.0, None)]
+    # The client's timeout, then the calls': httpx2's phases as aiohttp's, a number's deadline as total.
+    assert passed == [(2.0, 9.0, 3.0, None), (4.0, 4.0, None, None), (5.0, 7.0, 7.0, 7.0)]
+    # Under a deadline, a phase bound that cannot fire before it is left out (no timer per chunk read).
+    assert aiohttp_backend._client_timeout(5.0, 7.0, 7.0, 7.0) == aiohttp.ClientTimeout(
+        total=7.0, connect=None, sock_connect=5.0, sock_read=None, ceil_threshold=math.inf
+    )
 
 
 def test_httpx2_timeout_phases_map_to_aiohttps() -> None:
     # connect = waiting for the pool + connecting; sock_connect = connecting; sock_read = the longest
-    # silence while reading; no total (httpx2 has none either).
-    assert _client_timeout(2.0, 9.0, 3.0) == aiohttp.ClientTimeout(
-        total=None, connect=5.0, sock_connect=2.0, sock_read=9.0
+    # silence while reading; total = the whole-attempt deadline of a timeout given as a number (none for
+    # an httpx2.Timeout), never rounded up to a whole second.
+    never = math.inf
+    assert _client_timeout(2.0, 9.0, 3.0, None) == aiohttp.ClientTimeout(
+        total=None, connect=5.0, sock_connect=2.0, sock_read=9.0, ceil_threshold=never
     )
-    assert _client_timeout(2.0, 9.0, None) == aiohttp.ClientTimeout(
-        total=None, connect=2.0, sock_connect=2.0, sock_read=9.0
+    assert _client_timeout(2.0, 9.0, None, None) == aiohttp.ClientTimeout(
+        total=None, connect=2.0, sock_connect=2.0, sock_read=9.0, ceil_threshold=never
     )
-    assert _client_timeout(None, None, None) == aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=None, sock_read=None
+    assert _client_timeout(None, None, None, None) == aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=None, sock_read=None, ceil_threshold=never
+    )
+    assert _client_timeout(5.0, 30.0, 30.0, 30.0) == aiohttp.ClientTimeout(
+        total=30.0, connect=None, sock_connect=5.0, sock_read=None, ceil_threshold=never
+    )
+    assert _client_timeout(1.0, 2.0, 3.0, 30.0) == aiohttp.ClientTimeout(
+        total=30.0, connect=4.0, sock_connect=1.0, sock_read=2.0, ceil_threshold=never
     )
 
 

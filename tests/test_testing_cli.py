@@ -151,3 +151,14 @@ def test_a_taken_port_exits_1_with_a_one_line_error() -> None:
 def test_defaults() -> None:
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.rate_limits) == ("127.0.0.1", 8787, True)
+    assert args.admin_routes == "secret_key"
+
+
+def test_admin_routes_dashboard_only_refuses_the_secret_key(sandboxes: list[Sandbox]) -> None:
+    sandbox, _, url, key = start(sandboxes, "--port", "0", "--admin-routes", "dashboard_only")
+
+    response = httpx2.get(f"{url}/customers", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "jwt malformed"
+    sandbox.proc.send_signal(signal.SIGINT)
+    assert sandbox.proc.wait(10) == 0

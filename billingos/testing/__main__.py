@@ -3,6 +3,7 @@
 For curl, a front end, or another language's SDK::
 
     python -m billingos.testing --port 8787 [--host 127.0.0.1] [--no-rate-limits]
+        [--admin-routes dashboard_only]
 
 It prints the URL, a test secret key and a curl example. ``--port 0`` picks a free port. The
 sandbox is :func:`seed_sandbox`: three features, two plans, two customers with subscriptions.
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="throttle as the real server does, with X-RateLimit-* headers and 429 (default: on)",
     )
+    parser.add_argument(
+        "--admin-routes",
+        choices=("secret_key", "dashboard_only"),
+        default="secret_key",
+        help="dashboard_only: /customers* and /subscriptions* refuse the secret key (401 'jwt malformed') "
+        "as the public backend does (default: secret_key)",
+    )
     return parser
 
 
@@ -78,7 +86,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Serve until SIGINT or SIGTERM; 0 after a clean stop, 1 if the server cannot start."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    fake = FakeBillingOS() if args.rate_limits else FakeBillingOS(rate_limits=None)
+    fake = FakeBillingOS(
+        rate_limits=RateLimits() if args.rate_limits else None, admin_routes=args.admin_routes
+    )
     plans = seed_sandbox(fake)
     stop = threading.Event()
 

@@ -13,10 +13,10 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, TypeGuard
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import anyio
@@ -27,8 +27,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ._customer_routes import CUSTOMER_ROUTES, CustomerRoutes, guard, unauthorized
+from ._customer_state import CustomerSide
 from ._faults import DropConnection, Fault, FaultPlan
 from ._state import ApiError, CustomerRecord, Store, SubscriptionRecord, invalid
+from ._wire import Call as _Call
+from ._wire import FieldErrors as _FieldErrors
+from ._wire import Handler
+from ._wire import is_number as _is_number
+from ._wire import object_body as _object
 
 MAX_BODY = 100_000
 _ERROR_CODES = {
@@ -102,18 +109,6 @@ class _Limiter:
             return True, limit, limit - window.count, reset
 
 
-Handler = Callable[["_Call"], Awaitable[tuple[int, Any]]]
-
-
-@attrs.define
-class _Call:
-    """What a handler sees of one request."""
-
-    params: dict[str, str]
-    query: Mapping[str, str]
-    body: Any
-
-
 ROUTES: list[tuple[str, str]] = [
     ("POST", "/v1/session-tokens"),
     ("DELETE", "/v1/session-tokens/{id}"),
@@ -132,8 +127,12 @@ ROUTES: list[tuple[str, str]] = [
     ("PATCH", "/subscriptions/{id}"),
     ("POST", "/subscriptions/{id}/cancel"),
     ("POST", "/subscriptions/{id}/reactivate"),
+    *((method, template) for method, template, _ in CUSTOMER_ROUTES),
 ]
 """Every route, as ``(method, template)``; fault patterns match ``"METHOD template"``."""
+
+AdminRoutes = Literal["secret_key", "dashboard_only"]
+_ABSENT_WHEN_DASHBOARD_ONLY = ("PATCH /subscriptions/{id}", "POST /subscriptions/{id}/reactivate")
 
 
 def _match(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
@@ -167,8 +166,15 @@ class BillingOSApp:
         rate_limits: RateLimits | None,
         mangle_dates: bool,
         clock: Callable[[], float],
+        side: CustomerSide | None = None,
+        admin_routes: AdminRoutes = "secret_key",
     ) -> None:
+        if admin_routes not in ("secret_key", "dashboard_only"):
+            raise ValueError(f"admin_routes must be 'secret_key' or 'dashboard_only', got {admin_routes!r}")
         self.store = store
+        self.side = side or CustomerSide(store, stripe_connected=True)
+        self.admin_routes = admin_routes
+        self._customer_routes = CustomerRoutes(self.side)
         self.faults = faults
         self.limiter = None if rate_limits is None else _Limiter(rate_limits, clock)
         self.mangle_dates = mangle_dates
@@ -192,6 +198,7 @@ class BillingOSApp:
             "PATCH /subscriptions/{id}": self._update_subscription,
             "POST /subscriptions/{id}/cancel": self._cancel_subscription,
             "POST /subscriptions/{id}/reactivate": self._reactivate_subscription,
+            **self._customer_routes.handlers,
         }
         methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
         self.asgi = Starlette(
@@ -210,6 +217,12 @@ class BillingOSApp:
         request_id = request.headers.get("x-request-id") or "req_" + _hex(24)
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         matched = _match(request.method, raw_path)
+        if (
+            matched is not None
+            and self.admin_routes == "dashboard_only"
+            and matched[0] in _ABSENT_WHEN_DASHBOARD_ONLY
+        ):
+            matched = None  # these routes do not exist on the public backend
         route = matched[0] if matched else f"{request.method} ?"
         body_bytes = await request.body()
         record = ReceivedRequest(
@@ -250,13 +263,14 @@ class BillingOSApp:
         rate_headers: dict[str, str] = {}
         try:
             if matched is None:
-                self._authenticate(request)
+                if self.admin_routes != "dashboard_only":
+                    self._authenticate(request)
                 raise ApiError(404, "RES_NOT_FOUND", f"Cannot {request.method} {record.path}")
             route, params = matched
             rate_headers = self._rate_limit(request, route, record)  # the throttler runs before auth
-            self._authenticate(request)
+            user = self._authorize(request, route)
             content_type = request.headers.get("content-type", "")
-            call = _Call(params=params, query=record.query, body=_parse_body(body, content_type))
+            call = _Call(params=params, query=record.query, body=_parse_body(body, content_type), user=user)
             status, payload = await self._handlers[route](call)
             response = self._success(status, payload, record.request_id)
         except ApiError as exc:
@@ -265,6 +279,23 @@ class BillingOSApp:
                 rate_headers = exc.rate_headers
         response.headers.update(rate_headers)
         return response, drop_after
+
+    def _authorize(self, request: Request, route: str) -> str | None:
+        """The route's credential check; the session token's user on customer-session routes."""
+        auth = self._customer_routes.auth.get(route)
+        if auth == "session":
+            return guard(self.side, request.headers.get("authorization"))
+        if auth == "none":
+            return None
+        if self.admin_routes == "dashboard_only" and route.split(" ", 1)[1].startswith(
+            ("/customers", "/subscriptions")
+        ):
+            # The public backend guards these with a dashboard (Supabase) JWT: passport-jwt's messages.
+            if not request.headers.get("authorization"):
+                raise unauthorized("No auth token")
+            raise unauthorized("jwt malformed")
+        self._authenticate(request)
+        return None
 
     def _authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -424,10 +455,13 @@ class BillingOSApp:
 
     async def _update_customer(self, call: _Call) -> tuple[int, Any]:
         fields = _customer_fields(_object(call.body), creating=False)
-        return 200, _customer_json(self.store.update_customer(call.params["id"], fields))
+        record = self.store.update_customer(call.params["id"], fields)
+        self.side.forget_state(record.id)  # the only calls that clear GET /v1/customer/me's cache
+        return 200, _customer_json(record)
 
     async def _delete_customer(self, call: _Call) -> tuple[int, Any]:
         self.store.delete_customer(call.params["id"])
+        self.side.forget_state(call.params["id"])
         return 204, None
 
     async def _create_subscription(self, call: _Call) -> tuple[int, Any]:
@@ -587,70 +621,6 @@ def _parse_body(body: bytes, content_type: str) -> Any:
         raise invalid("Unexpected token in JSON body") from None
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object")
-    return body
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class _FieldErrors:
-    """Collects class-validator style messages, then raises one 400 with ``details.fieldErrors``."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, list[str]] = {}
-
-    def add(self, field: str, message: str) -> None:
-        self.errors.setdefault(field, []).append(message)
-
-    def string(
-        self, field: str, value: object, *, required: bool = False, max_length: int | None = None
-    ) -> None:
-        if value is None:
-            if required:
-                self.add(field, f"{field} should not be empty")
-                self.add(field, f"{field} must be a string")
-            return
-        if not isinstance(value, str):
-            self.add(field, f"{field} must be a string")
-        elif required and not value:
-            self.add(field, f"{field} should not be empty")
-        elif max_length is not None and len(value) > max_length:
-            self.add(field, f"{field} must be shorter than or equal to {max_length} characters")
-
-    def mapping(self, field: str, value: object) -> None:
-        if value is not None and not isinstance(value, dict):
-            self.add(field, f"{field} must be an object")
-
-    def boolean(self, field: str, value: object) -> None:
-        if value is not None and not isinstance(value, bool):
-            self.add(field, f"{field} must be a boolean value")
-
-    def integer(self, field: str, value: str, *, low: int, high: int) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            self.add(field, f"{field} must be an integer number")
-            return low
-        if not low <= number <= high:
-            self.add(
-                field,
-                f"{field} must not be less than {low}"
-                if number < low
-                else f"{field} must not be greater than {high}",
-            )
-        return number
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise invalid("Validation failed", self.errors)
-
-
 _ADDRESS_FIELDS = ("street", "city", "state", "postal_code", "country")
 
 
@@ -726,4 +696,4 @@ def _subscription_json(s: SubscriptionRecord) -> dict[str, Any]:
     }
 
 
-__all__ = ["ROUTES", "BillingOSApp", "RateLimits", "ReceivedRequest"]
+__all__ = ["ROUTES", "AdminRoutes", "BillingOSApp", "RateLimits", "ReceivedRequest"]

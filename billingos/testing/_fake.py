@@ -16,7 +16,8 @@ import httpx2
 
 from .._client import AsyncBillingOS
 from .._sync import BillingOS
-from ._app import ROUTES, BillingOSApp, RateLimits, ReceivedRequest
+from ._app import ROUTES, AdminRoutes, BillingOSApp, RateLimits, ReceivedRequest
+from ._customer_state import CustomerSide
 from ._faults import DropConnection, Fault, FaultRule
 from ._faults import FaultPlan as _FaultPlan
 from ._state import CustomerRecord, Feature, FeatureType, Plan, SessionTokenRecord, Store, SubscriptionRecord
@@ -33,6 +34,15 @@ class FakeBillingOS:
         mangle_dates: serialise every date in success bodies as ``{}``, the server's worst case.
         clock: seconds since the epoch (inject one to move time: periods, expiry, rate windows).
         seed: makes generated ids' randomness in probabilistic faults repeatable.
+        stripe_connected: whether the organization has a connected Stripe account. Without one,
+            ``POST /v1/checkout/create`` answers 400 ``Organization does not have a Stripe Connect
+            account``, even for a free price (as the server does). See :meth:`disconnect_stripe`.
+        admin_routes: ``"secret_key"`` (default): ``/customers*`` and ``/subscriptions*`` accept the
+            secret key, as CONTRACT.md describes them. ``"dashboard_only"``: they behave like the
+            public backend, which guards them with a dashboard login: a secret key gets 401
+            ``AUTH_INVALID_TOKEN`` ``jwt malformed`` (``No auth token`` without a header), and
+            ``PATCH /subscriptions/{id}`` and ``POST /subscriptions/{id}/reactivate`` are 404
+            ``Cannot PATCH /subscriptions/…``.
 
     Example::
 
@@ -54,13 +64,18 @@ class FakeBillingOS:
         mangle_dates: bool = False,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        stripe_connected: bool = True,
+        admin_routes: AdminRoutes = "secret_key",
     ) -> None:
         self.merchant_id = "org_" + secrets.token_hex(8)
         self._store = Store(clock, secrets.token_bytes(32), self.merchant_id)
         self._faults = _FaultPlan(seed)
         self.secret_key = self.add_secret_key()
         """A ``sk_test_`` key the server accepts."""
-        self._app = BillingOSApp(self._store, self._faults, rate_limits, mangle_dates, clock)
+        self._side = CustomerSide(self._store, stripe_connected=stripe_connected)
+        self._app = BillingOSApp(
+            self._store, self._faults, rate_limits, mangle_dates, clock, self._side, admin_routes
+        )
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -88,10 +103,19 @@ class FakeBillingOS:
         return key
 
     def add_feature(
-        self, key: str, type: FeatureType = "boolean_flag", *, title: str | None = None
+        self,
+        key: str,
+        type: FeatureType = "boolean_flag",
+        *,
+        title: str | None = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> Feature:
-        """Define a feature: ``"boolean_flag"``, ``"usage_quota"`` (per period) or ``"numeric_limit"``."""
-        return self._store.add_feature(key, type, title)
+        """Define a feature: ``"boolean_flag"``, ``"usage_quota"`` (per period) or ``"numeric_limit"``.
+
+        ``properties`` are the feature-level ``features.properties`` that ``GET /v1/products`` and
+        ``GET /v1/features/entitlements`` show (the server shows these, not a plan's own limits).
+        """
+        return self._store.add_feature(key, type, title, properties)
 
     def add_product(
         self,
@@ -103,12 +127,26 @@ class FakeBillingOS:
         trial_days: int = 0,
         product_id: str | None = None,
         price_id: str | None = None,
+        description: str | None = None,
+        highlighted: bool = False,
+        visible: bool = True,
     ) -> Plan:
         """A product with one monthly price granting ``features`` (feature key -> limit, ``True`` for flags).
 
         Returns the :class:`Plan` with its ``product_id`` and ``price_id``. With ``trial_days``, new
         subscriptions start ``trialing`` (which does not grant access, as on the real server).
+        ``amount=0`` makes a free price (``POST /v1/checkout/{id}/confirm-free`` completes it).
+
+        A ``usage_quota`` feature given ``None`` has a NULL limit ("unlimited" in the dashboard), which
+        the real server counts as 0: checks report ``quota_exceeded`` and every track is refused.
+
+        ``description``, ``highlighted`` (``metadata.recommended``) and ``visible``
+        (``visible_in_pricing_table``) are what ``GET /v1/products`` shows; a hidden plan is left out.
         """
+        for key, value in features.items():
+            feature = self._store.features.get(key)
+            if isinstance(value, bool) and feature is not None and feature.type != "boolean_flag":
+                raise ValueError(f"feature {key!r} is a {feature.type}: give it a numeric limit")
         grants = {k: (None if isinstance(v, bool) or v is None else float(v)) for k, v in features.items()}
         plan = Plan(
             product_id=product_id or "prod_" + secrets.token_hex(8),
@@ -118,6 +156,9 @@ class FakeBillingOS:
             amount=amount,
             currency=currency,
             trial_days=trial_days,
+            description=description,
+            highlighted=highlighted,
+            visible=visible,
         )
         return self._store.add_plan(plan)
 
@@ -144,6 +185,31 @@ class FakeBillingOS:
     def set_status(self, subscription_id: str, status: str) -> SubscriptionRecord:
         """Move a subscription to another status (``past_due``, ``canceled``, or a new one)."""
         return self._store.set_subscription_status(subscription_id, status)
+
+    def complete_checkout(self, session_id: str) -> SubscriptionRecord:
+        """Pay a paid checkout session: the simulated payment and its ``payment_intent.succeeded`` webhook.
+
+        Creates the subscription (``active``, or ``trialing`` for a plan with ``trial_days``) with the
+        session's ``payment_intent_id``; ``GET /v1/checkout/{id}/status`` then shows it. Calling it
+        again returns the same subscription. A free session raises ``ValueError`` (it completes
+        through ``POST /v1/checkout/{id}/confirm-free``); an unknown one ``KeyError``.
+
+        Example::
+
+            session = (await http.post("/v1/checkout/create", json={"priceId": plan.price_id})).json()
+            fake.complete_checkout(session["id"])
+        """
+        return self._side.complete_checkout(session_id)
+
+    def disconnect_stripe(self) -> None:
+        """Make the organization look unconnected to Stripe from now on (checkout then answers 400)."""
+        with self._store.lock:
+            self._side.stripe_account_id = None
+
+    @property
+    def stripe_account_id(self) -> str | None:
+        """The connected account's ``acct_`` id (a paid checkout's ``stripeAccountId``), or ``None``."""
+        return self._side.stripe_account_id
 
     # -- read-back ---------------------------------------------------------------------------
 

@@ -52,6 +52,10 @@ class ApiError(Exception):
         self.details = details
 
 
+class TokenRejected(ValueError):
+    """A session token the server's guard refuses; the message is the server's 401 message."""
+
+
 def not_found(message: str) -> ApiError:
     return ApiError(404, "RES_NOT_FOUND", message)
 
@@ -67,11 +71,15 @@ def conflict(message: str) -> ApiError:
 
 @attrs.define
 class Feature:
-    """A feature a product can grant."""
+    """A feature a product can grant (``key`` is ``features.name`` on the wire)."""
 
     key: str
     type: FeatureType
     title: str
+    id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    """The feature's UUID, as ``GET /v1/products`` and ``GET /v1/customer/me`` show it."""
+    properties: dict[str, Any] = attrs.field(factory=dict)
+    """The feature-level ``features.properties`` (what ``GET /v1/products`` shows, not per-plan limits)."""
 
 
 @attrs.define
@@ -82,10 +90,18 @@ class Plan:
     price_id: str
     name: str
     grants: dict[str, float | None]
-    """feature key -> limit (``None`` for a boolean flag)."""
+    """feature key -> limit (``None`` for a boolean flag, or a NULL quota limit: see ``add_product``)."""
     amount: int
     currency: str
     trial_days: int = 0
+    description: str | None = None
+    """Shown by ``GET /v1/products`` (``""`` when ``None``) and by a free checkout."""
+    highlighted: bool = False
+    """``products.metadata.recommended``: ``highlighted`` in ``GET /v1/products``."""
+    visible: bool = True
+    """``visible_in_pricing_table``: a hidden plan is left out of ``GET /v1/products``."""
+    created_at: datetime | None = None
+    """When the plan was added (set by the store)."""
 
 
 @attrs.define
@@ -126,6 +142,8 @@ class SubscriptionRecord:
     cancel_at_period_end: bool = False
     canceled_at: datetime | None = None
     ended_at: datetime | None = None
+    payment_intent_id: str | None = None
+    """The ``pi_`` id of the paid checkout that created it (``None`` otherwise)."""
 
 
 @attrs.define
@@ -163,11 +181,15 @@ class Store:
 
     # -- seeding -----------------------------------------------------------------------------
 
-    def add_feature(self, key: str, type: FeatureType, title: str | None) -> Feature:
+    def add_feature(
+        self, key: str, type: FeatureType, title: str | None, properties: Mapping[str, Any] | None = None
+    ) -> Feature:
         if type not in FEATURE_TYPES:
             raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {type!r}")
         with self.lock:
-            feature = self.features[key] = Feature(key, type, title or key.replace("_", " ").title())
+            feature = self.features[key] = Feature(
+                key, type, title or key.replace("_", " ").title(), properties=dict(properties or {})
+            )
             return feature
 
     def add_plan(self, plan: Plan) -> Plan:
@@ -176,8 +198,10 @@ class Store:
                 feature = self.features.get(key)
                 if feature is None:
                     raise ValueError(f"unknown feature {key!r}: add_feature() it first")
-                if feature.type != "boolean_flag" and limit is None:
+                if feature.type == "numeric_limit" and limit is None:
                     raise ValueError(f"feature {key!r} is a {feature.type}: give it a numeric limit")
+            if plan.created_at is None:
+                plan.created_at = self.now()
             self.plans[plan.price_id] = plan
             return plan
 
@@ -222,26 +246,57 @@ class Store:
             payload["allowed_operations"] = allowed_operations or []
             payload["metadata"] = metadata or {}
             body = _b64url(json.dumps(payload, separators=(",", ":")).encode())
-            signature = hmac.new(self.token_secret, body.encode(), hashlib.sha256).hexdigest()
+            signature = self._sign(body)
             self.tokens[jti] = SessionTokenRecord(jti, now + expires_in)
             return f"bos_session_{body}.{signature}"
 
+    def _sign(self, body: str) -> str:
+        return hmac.new(self.token_secret, f"bos_session_{body}".encode(), hashlib.sha256).hexdigest()
+
+    def session_claims(self, token: str) -> dict[str, Any]:
+        """What ``SessionTokenAuthGuard`` does with the token after ``Bearer `` (CONTRACT-CUSTOMER §1.2).
+
+        Returns the claims, or raises :class:`TokenRejected` with the server's 401 message, checked in
+        the server's order: format, prefix, payload, expiry (by the fake's clock), revocation, signature.
+        """
+        parts = token.split(".")
+        if len(parts) != 2:
+            raise TokenRejected("Invalid token format")
+        head, signature = parts
+        if not head.startswith("bos_session_"):
+            raise TokenRejected("Invalid token prefix")
+        body = head[len("bos_session_") :]
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            raise TokenRejected("Invalid token payload") from None
+        if not isinstance(claims, dict):
+            raise TokenRejected("Invalid token payload")
+        exp = claims.get("exp")
+        with self.lock:
+            # The server expires at ``exp < now``; the fake at ``exp <= now`` (one instant apart), the rule
+            # fake.verify_session_token has always had.
+            if isinstance(exp, (int, float)) and exp <= self.clock():
+                raise TokenRejected("Token expired")
+            record = self.tokens.get(str(claims.get("jti")))
+            if record is None or record.revoked:
+                raise TokenRejected("Token not found or revoked")
+        if not hmac.compare_digest(self._sign(body), signature):
+            raise TokenRejected("Invalid token signature")
+        return claims
+
     def verify_session_token(self, token: str) -> dict[str, Any]:
-        """The token's claims if its signature is ours, it is unexpired and not revoked; else ValueError."""
+        """The token's claims if its signature is ours, it is unexpired and not revoked; else ValueError.
+
+        Unlike the server's guard (:meth:`session_claims`), this checks the signature first, so a token
+        of another server is reported as not signed by this one.
+        """
         if not token.startswith("bos_session_") or "." not in token:
             raise ValueError("not a BillingOS session token")
-        body, _, signature = token[len("bos_session_") :].rpartition(".")
-        expected = hmac.new(self.token_secret, body.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature):
-            raise ValueError("bad signature")
-        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        with self.lock:
-            record = self.tokens.get(claims["jti"])
-            if record is None or record.revoked:
-                raise ValueError("revoked")
-            if record.expires_at <= self.clock():
-                raise ValueError("expired")
-        return claims
+        head, _, signature = token.rpartition(".")
+        if not hmac.compare_digest(self._sign(head[len("bos_session_") :]), signature):
+            raise TokenRejected("Invalid token signature")
+        return self.session_claims(token)
 
     def revoke_session_token(self, jti: str) -> None:
         with self.lock:
@@ -318,7 +373,7 @@ class Store:
                     "usage": None,
                     "metadata": {"type": feature.type},
                 }
-            assert limit is not None
+            limit = limit or 0.0  # a NULL ("unlimited") quota counts as 0 on the server: always exceeded
             consumed = self._consumed(customer, feature_key, sub)
             _, period_end = self._period(sub)
             result: dict[str, Any] = {
@@ -337,8 +392,15 @@ class Store:
             return result
 
     def track(
-        self, customer_id: str, feature_key: str, quantity: float, idempotency_key: str | None
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float,
+        idempotency_key: str | None,
+        *,
+        any_status: bool = False,
     ) -> dict[str, Any]:
+        """Count ``quantity`` units; ``any_status``: any un-revoked grant will do (features route)."""
         with self.lock:
             customer = self.find_by_external_id(customer_id)
             if customer is None:
@@ -349,17 +411,20 @@ class Store:
                 if seen is not None and seen[0] > now:
                     return seen[1]  # a replay: the first call's result, nothing counted
             grant = self._active_grant(customer, feature_key)
+            if grant is None and any_status:
+                grant = next(iter(self._grants(customer, feature_key)), None)
             if grant is None:
                 raise not_found("No active subscription with this feature")
             sub, plan = grant
             if self.features[feature_key].type != "usage_quota":
                 raise invalid("Feature is not a usage quota type")
-            limit = plan.grants[feature_key]
-            assert limit is not None
+            limit = plan.grants[feature_key] or 0.0  # NULL counts as 0
             start, end = self._period(sub)
             consumed = self.usage.get((customer.id, feature_key, start), 0.0)
             if consumed + quantity > limit:
                 raise invalid("quota_exceeded")
+            if consumed + quantity < 0:  # a negative quantity decrements; the DB refuses below 0
+                raise invalid("Failed to track usage")
             consumed += quantity
             self.usage[(customer.id, feature_key, start)] = consumed
             result = {
@@ -381,11 +446,16 @@ class Store:
                 self.idempotency[(customer.id, idempotency_key)] = (now + IDEMPOTENCY_TTL, result)
             return result
 
-    def metrics(self, customer_id: str, feature_key: str | None) -> dict[str, Any]:
+    def metrics(
+        self, customer_id: str, feature_key: str | None, *, drop_unknown_filter: bool = False
+    ) -> dict[str, Any]:
+        """Usage metrics; ``drop_unknown_filter``: an unknown ``feature_key`` returns all (features route)."""
         with self.lock:
             customer = self.find_by_external_id(customer_id)
             if customer is None:
                 raise not_found("Customer not found")
+            if drop_unknown_filter and feature_key not in self.features:
+                feature_key = None
             metrics = []
             seen: set[str] = set()
             for sub in self.subscriptions.values():
@@ -396,7 +466,7 @@ class Store:
                     feature = self.features[key]
                     if feature.type != "usage_quota" or key in seen or feature_key not in (None, key):
                         continue
-                    assert limit is not None
+                    limit = limit or 0.0  # NULL -> 0
                     seen.add(key)
                     start, end = self._period(sub)
                     consumed = self.usage.get((customer.id, key, start), 0.0)

@@ -67,14 +67,13 @@ def in_event_loop() -> bool:
     if "asyncio" in sys.modules:
         import asyncio
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if asyncio._get_running_loop() is not None:  # no exception raised and caught when there is none
             return True
     trio: Any = sys.modules.get("trio")
     if trio is not None:
+        in_trio_run = getattr(trio.lowlevel, "in_trio_run", None)  # trio >= 0.26
+        if in_trio_run is not None:
+            return bool(in_trio_run())
         try:
             trio.lowlevel.current_task()
         except RuntimeError:

@@ -127,6 +127,7 @@ def _c_signal() -> Any:
 
 
 _signal = _c_signal()
+_MAIN_THREAD_ID = threading.main_thread().ident  # the only thread Python runs signal handlers in
 
 
 class _CtrlC:
@@ -156,7 +157,7 @@ class _CtrlC:
 
     def __enter__(self) -> _CtrlC:
         if (
-            threading.current_thread() is threading.main_thread()
+            threading.get_ident() == _MAIN_THREAD_ID
             and _signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             with contextlib.suppress(ValueError):  # not the main interpreter
@@ -174,12 +175,23 @@ class _CtrlC:
             raise KeyboardInterrupt
         self.pressed = True
         self._task.cancel()
+        # A task cancelled before its first step never runs its coroutine, which would have stopped the
+        # loop as it ended: stop it here too (the driver runs the loop again while the task lives).
+        self._loop.stop()
 
     def __exit__(self, *exc_info: object) -> None:
         if self._installed == 2:
             signal.set_wakeup_fd(-1)
         if self._installed and _signal.getsignal(signal.SIGINT) == self._on_sigint:
             _signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+async def _stopping(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
+    """``await coro``, then stop ``loop`` (which the calling thread runs for this one call)."""
+    try:
+        return await coro
+    finally:
+        loop.stop()
 
 
 class _SharedLoop:
@@ -205,7 +217,8 @@ class _SharedLoop:
         self.loop.add_reader(self._signal_in.fileno(), self._drain_signals)
         self._driver = threading.Lock()  # held by the thread running the loop
         self._cond = threading.Condition()
-        self._needed = 0  # callers waiting with nobody running the loop for them, plus holds
+        self._needed = 0  # what the standby thread runs the loop for: callers that cannot, plus holds
+        self._waiting = 0  # callers that can run the loop themselves, waiting for it to be free
         self._stopping = False
         self._changed: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._standby, name=_THREAD_NAME, daemon=True)
@@ -229,26 +242,38 @@ class _SharedLoop:
                 pass
 
     def _drive(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run the loop in this thread until ``coro`` is done (the driver lock is held)."""
+        """Run the loop in this thread until ``coro`` is done (the driver lock is held).
+
+        Not ``run_until_complete``: the call's own coroutine stops the loop as it ends
+        (:func:`_stopping`), in the loop iteration that ends it, where ``run_until_complete`` takes one
+        more iteration (a selector poll) to run its done-callback. ``run_forever`` is repeated until the
+        task is done, so a stop meant for an earlier run (or a Ctrl-C's, see ``_CtrlC``) costs at most an
+        extra iteration.
+        """
+        loop = self.loop
         try:
-            task = self.loop.create_task(coro)
-            with _CtrlC(self.loop, task, self._signal_out.fileno()) as ctrl_c:
+            call = _stopping(coro, loop)
+            try:
+                task = loop.create_task(call)
+            except BaseException:
+                call.close()  # never scheduled (the loop closed meanwhile): else "never awaited" warns
+                raise
+            with _CtrlC(loop, task, self._signal_out.fileno()) as ctrl_c:
                 try:
-                    try:
-                        self.loop.run_until_complete(task)
-                    except BaseException:
-                        # Interrupted out of the loop itself (a second Ctrl-C, an interrupt from a handler
-                        # of the application's): cancel the call and let it end, then raise the interrupt.
-                        self._cancel_and_finish(task)
-                        raise
-                except asyncio.CancelledError:
-                    if not ctrl_c.pressed:
-                        # Cancelled on the loop (not by this caller): as a handed-over call reports it.
-                        raise CancelledError from None
+                    while not task.done():
+                        loop.run_forever()
+                except BaseException:
+                    # Interrupted out of the loop itself (a second Ctrl-C, an interrupt from a handler
+                    # of the application's): cancel the call and let it end, then raise the interrupt.
+                    self._cancel_and_finish(task)
+                    raise
             if ctrl_c.pressed:  # Ctrl-C cancelled the call, which has now ended and closed what it had open
                 if not task.cancelled():
                     task.exception()  # retrieved: what it ended with is superseded by the interrupt
                 raise KeyboardInterrupt
+            if task.cancelled():
+                # Cancelled on the loop (not by this caller): as a handed-over call reports it.
+                raise CancelledError
             return task.result()
         finally:
             self._driver.release()
@@ -274,7 +299,14 @@ class _SharedLoop:
         """Wait for a handed-over call, running the loop whenever nobody else does."""
         future.add_done_callback(self._wake_waiters)
         can_drive = not in_event_loop()  # a thread running an event loop cannot run another
-        self._need(+1)
+        # A caller that can run the loop does not ask the standby thread to run it: it waits for the
+        # loop to be free and runs it itself. (Counted among the standby's needs, a tight loop of calls
+        # kept the standby running, each call handed over to it: two thread wake-ups a call.)
+        if can_drive:
+            with self._cond:
+                self._waiting += 1
+        else:
+            self._need(+1)
         try:
             while not future.done():
                 if can_drive and self._driver.acquire(blocking=False):
@@ -287,13 +319,19 @@ class _SharedLoop:
                         self._hand_over()
                     break
                 with self._cond:
-                    if not future.done():
+                    # Checked under the lock _hand_over notifies under: a loop freed after the failed
+                    # acquire above is seen here, or its notification arrives while this waits.
+                    if not future.done() and (not can_drive or self._driver.locked()):
                         self._cond.wait(0.05 if can_drive else None)
         except BaseException:
             future.cancel()
             raise
         finally:
-            self._need(-1)
+            if can_drive:
+                with self._cond:
+                    self._waiting -= 1
+            else:
+                self._need(-1)
         return future.result()
 
     def _wake_waiters(self, _future: object = None) -> None:
@@ -306,7 +344,7 @@ class _SharedLoop:
         Read without the lock first: a caller that starts waiting after this read finds the loop free
         (the driver lock is already released) and runs it itself, so no wake-up can be lost.
         """
-        if self._needed:
+        if self._needed or self._waiting:
             with self._cond:
                 self._cond.notify_all()
 
@@ -445,6 +483,17 @@ def _closed_error() -> BillingOSError:
     return BillingOSError("This BillingOS client is closed; create a new one.", code="client_closed")
 
 
+def _coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    """``awaitable`` as a coroutine a task can run (an API method's call already is one)."""
+    if isinstance(awaitable, Coroutine):
+        return awaitable
+
+    async def wrapped() -> T:
+        return await awaitable
+
+    return wrapped()
+
+
 class _Runner:
     """Owns the loop thread and the core; rebuilds both in a forked child."""
 
@@ -489,10 +538,6 @@ class _Runner:
     def run(self, call: Callable[[AsyncBillingOS], Awaitable[T]]) -> T:
         """Run ``call(core)`` on the loop thread and wait for it; a caller-side interrupt cancels it."""
         state = self._ensure()
-
-        async def on_loop() -> T:
-            return await call(state.core)
-
         shared = state.loop
         if threading.current_thread() is shared.thread or asyncio._get_running_loop() is shared.loop:
             raise RuntimeError(
@@ -500,7 +545,7 @@ class _Runner:
                 "running on it), where it would wait for itself forever; use the AsyncBillingOS it wraps "
                 "there instead."
             )
-        coro = on_loop()
+        coro = _coroutine(call(state.core))
         try:
             return shared.run(coro)
         except RuntimeError:

@@ -69,7 +69,7 @@ def test_demo_walks_the_integration_and_exits_0(text_run: Run) -> None:
     assert "grace@example.com" in out
     assert "cancel_at_period_end=True" in out
     assert "cancel_at_period_end=False" in out
-    assert "the server now refuses the token (revoked)" in out
+    assert "the server now refuses the token (Token not found or revoked)" in out
     assert "the server saw 2 requests (503 then 200)" in out
     assert out.rstrip().splitlines()[-1].startswith("Done: 12 steps in ")
     assert max(len(line) for line in out.splitlines()) <= 100

@@ -884,7 +884,17 @@ class CustomerSession(_SyncBase):
             portal = customer.portal.create()
     """
 
-    __slots__ = ("_args", "_closed", "_handles", "checkout", "entitlements", "portal", "products", "usage")
+    __slots__ = (
+        "_args",
+        "_closed",
+        "_handles",
+        "_lock",
+        "checkout",
+        "entitlements",
+        "portal",
+        "products",
+        "usage",
+    )
 
     state = _Blocking(AsyncCustomerSession.state)
 
@@ -892,6 +902,7 @@ class CustomerSession(_SyncBase):
         super().__init__(facade)
         self._args = args
         self._closed = False
+        self._lock = threading.Lock()  # calls build their coroutine in the calling thread
         # One async handle per core (a forked child builds a new core, and a new handle with it).
         self._handles: weakref.WeakKeyDictionary[AsyncBillingOS, AsyncCustomerSession] = (
             weakref.WeakKeyDictionary()
@@ -906,14 +917,15 @@ class CustomerSession(_SyncBase):
         return self._handle(core)
 
     def _handle(self, core: AsyncBillingOS) -> AsyncCustomerSession:
-        """The async handle this session runs on ``core`` (made there, on the loop, on first use)."""
+        """The async handle this session runs on ``core`` (made on first use; any calling thread)."""
         if self._closed:
             raise BillingOSError(
                 "This customer session is closed; call billing.as_customer(...) again.", code="session_closed"
             )
-        handle = self._handles.get(core)
-        if handle is None:
-            handle = self._handles[core] = self._facade._view(core)._customer_session(self._args)
+        with self._lock:
+            handle = self._handles.get(core)
+            if handle is None:
+                handle = self._handles[core] = self._facade._view(core)._customer_session(self._args)
         return handle
 
     @property
@@ -933,10 +945,11 @@ class CustomerSession(_SyncBase):
 
     def close(self) -> None:
         """Close the session; with ``revoke_on_close=True``, revoke the token it minted. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        handles = list(self._handles.values())
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            handles = list(self._handles.values())
         if not handles or self._facade._runner._closed:
             return
 

@@ -940,3 +940,16 @@ def test_sync_methods_have_the_async_signatures() -> None:
     assert inspect.signature(BillingOS.as_customer).parameters.keys() == (
         inspect.signature(AsyncBillingOS.as_customer).parameters.keys()
     )
+
+
+def test_sync_threads_sharing_one_handle_mint_once(sync_billing: BillingOS, router: respx.MockRouter) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    mint = Mint(router)
+    router.get("/v1/customer/me").respond(200, json=state_json())
+    customer = sync_billing.as_customer(USER)
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda _: customer.state(), range(32)))
+    assert all(isinstance(s, CustomerState) for s in states)
+    assert mint.count == 1
+    assert len(customer._handles) == 1

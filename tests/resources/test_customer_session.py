@@ -34,6 +34,7 @@ from billingos import (
     PortalSession,
     PriceInterval,
     QuotaExceededError,
+    ResponseDecodeError,
     Subscription,
     SubscriptionStatus,
     UsageMetrics,
@@ -953,3 +954,55 @@ def test_sync_threads_sharing_one_handle_mint_once(sync_billing: BillingOS, rout
     assert all(isinstance(s, CustomerState) for s in states)
     assert mint.count == 1
     assert len(customer._handles) == 1
+
+
+async def test_handle_properties_and_a_revoke_that_finds_the_token_gone(
+    billing: AsyncBillingOS, router: respx.MockRouter, mint: Mint
+) -> None:
+    router.get("/v1/customer/me").respond(200, json=state_json())
+    router.delete(url__regex=r"/v1/session-tokens/.*").respond(
+        404, json=error_body(404, "RES_NOT_FOUND", "Session token not found")
+    )
+    customer = billing.as_customer(USER, external_organization_id="org_7", revoke_on_close=True)
+    assert (customer.external_user_id, customer.external_organization_id) == (USER, "org_7")
+    await customer.state()
+    await customer.aclose()  # already revoked elsewhere: not an error
+    assert customer.is_closed
+    assert "closed" in repr(customer)
+
+
+async def test_a_right_price_id_from_the_server_is_kept(
+    billing: AsyncBillingOS, router: respx.MockRouter, mint: Mint
+) -> None:
+    router.get("/v1/products").respond(200, json=products_json({**current_json(PRO), "priceId": PRO_YEARLY}))
+    catalog = await billing.as_customer(USER).products.list()
+    assert catalog.current_subscription is not None
+    assert catalog.current_subscription.price_id == PRO_YEARLY
+
+
+async def test_other_404s_of_a_check_and_a_malformed_list_are_raised(
+    billing: AsyncBillingOS, router: respx.MockRouter, mint: Mint
+) -> None:
+    router.get("/v1/features/check").respond(404, json=error_body(404, "RES_NOT_FOUND", "Cannot GET"))
+    router.get("/v1/features/entitlements").respond(200, json={"entitlements": "nope"})
+    customer = billing.as_customer(USER)
+    with pytest.raises(NotFoundError, match="Cannot GET"):
+        await customer.entitlements.check("k")
+    with pytest.raises(ResponseDecodeError, match="expected an entitlements list"):
+        await customer.entitlements.list()
+
+
+def test_sync_session_properties_and_close_after_the_client(router: respx.MockRouter, policy: Any) -> None:
+    from .._factories import BASE_URL, SECRET
+
+    Mint(router)
+    router.get("/v1/customer/me").respond(200, json=state_json())
+    client = BillingOS(SECRET, api_url=BASE_URL, retry_policy=policy)
+    customer = client.as_customer(USER, external_organization_id="org_7", revoke_on_close=True)
+    assert (customer.external_user_id, customer.external_organization_id) == (USER, "org_7")
+    customer.state()
+    client.close()
+    customer.close()  # the client is closed: nothing to revoke with, nothing raised
+    assert customer.is_closed
+    assert "closed" in repr(customer)
+    assert len(router.calls) == 2

@@ -1,4 +1,5 @@
-"""The BillingOS Python SDK: session tokens, entitlements, metered usage, customers, subscriptions.
+"""The BillingOS Python SDK: session tokens, entitlements, metered usage, customers, subscriptions, and
+customer-scoped pricing, checkout, portal and state (``billing.as_customer``).
 
 Example::
 
@@ -32,11 +33,25 @@ from ._errors import (
 from ._http import RequestOptions
 from ._models import (
     BillingAddress,
+    Catalog,
+    CatalogProduct,
+    CheckoutCustomer,
+    CheckoutProduct,
+    CheckoutSession,
+    CheckoutSubscription,
+    CurrentSubscription,
     Customer,
+    CustomerEntitlement,
+    CustomerState,
     Entitlement,
     EntitlementReason,
     FeatureType,
+    GrantedFeature,
     Page,
+    PortalSession,
+    Price,
+    PriceInterval,
+    ProductFeature,
     SessionToken,
     Subscription,
     SubscriptionStatus,
@@ -52,6 +67,14 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._cache import CacheStats, EntitlementCache
+    from ._customer_session import (
+        AsyncCustomerCheckout,
+        AsyncCustomerEntitlements,
+        AsyncCustomerPortal,
+        AsyncCustomerProducts,
+        AsyncCustomerSession,
+        AsyncCustomerUsage,
+    )
     from ._recorder import (
         DeadLetter,
         RecorderFullError,
@@ -60,12 +83,38 @@ if TYPE_CHECKING:
         SyncUsageRecorder,
         UsageRecorder,
     )
-    from ._sync import BillingOS, Customers, Entitlements, Paginator, SessionTokens, Subscriptions, Usage
+    from ._sync import (
+        BillingOS,
+        CustomerCheckout,
+        CustomerEntitlements,
+        CustomerPortal,
+        CustomerProducts,
+        Customers,
+        CustomerSession,
+        CustomerUsage,
+        Entitlements,
+        Paginator,
+        SessionTokens,
+        Subscriptions,
+        Usage,
+    )
 
 # Loaded on first use: an async service never needs the blocking facade (and its loop-thread
 # machinery), only code that records usage needs the recorder (and sqlite3), and only a client
-# configured with a cache needs the cache.
+# configured with a cache needs the cache, and only code acting as a customer needs the handles.
 _LAZY = {
+    "AsyncCustomerCheckout": "._customer_session",
+    "AsyncCustomerEntitlements": "._customer_session",
+    "AsyncCustomerPortal": "._customer_session",
+    "AsyncCustomerProducts": "._customer_session",
+    "AsyncCustomerSession": "._customer_session",
+    "AsyncCustomerUsage": "._customer_session",
+    "CustomerCheckout": "._sync",
+    "CustomerEntitlements": "._sync",
+    "CustomerPortal": "._sync",
+    "CustomerProducts": "._sync",
+    "CustomerSession": "._sync",
+    "CustomerUsage": "._sync",
     "CacheStats": "._cache",
     "EntitlementCache": "._cache",
     "BillingOS": "._sync",
@@ -99,6 +148,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncBillingOS",
+    "AsyncCustomerCheckout",
+    "AsyncCustomerEntitlements",
+    "AsyncCustomerPortal",
+    "AsyncCustomerProducts",
+    "AsyncCustomerSession",
+    "AsyncCustomerUsage",
     "AsyncCustomers",
     "AsyncEntitlements",
     "AsyncPaginator",
@@ -111,8 +166,23 @@ __all__ = [
     "BillingOS",
     "BillingOSError",
     "CacheStats",
+    "Catalog",
+    "CatalogProduct",
+    "CheckoutCustomer",
+    "CheckoutProduct",
+    "CheckoutSession",
+    "CheckoutSubscription",
     "ConflictError",
+    "CurrentSubscription",
     "Customer",
+    "CustomerCheckout",
+    "CustomerEntitlement",
+    "CustomerEntitlements",
+    "CustomerPortal",
+    "CustomerProducts",
+    "CustomerSession",
+    "CustomerState",
+    "CustomerUsage",
     "Customers",
     "DeadLetter",
     "Entitlement",
@@ -120,10 +190,15 @@ __all__ = [
     "EntitlementReason",
     "Entitlements",
     "FeatureType",
+    "GrantedFeature",
     "NetworkError",
     "NotFoundError",
     "Page",
     "Paginator",
+    "PortalSession",
+    "Price",
+    "PriceInterval",
+    "ProductFeature",
     "QuotaExceededError",
     "RateLimitError",
     "RecorderFullError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -26,10 +27,13 @@ from ._resources._base import Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Self
 
     from ._cache import EntitlementCache
+    from ._customer_session import AsyncCustomerSession, CustomerArguments
     from ._recorder import RecorderOptions, UsageRecorder
+    from ._tokens import TokenCache
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +62,30 @@ class _Shortcut(Generic[P, R]):
         if obj is None:
             return self
         return getattr(getattr(obj, self.resource), self.method)  # type: ignore[no-any-return]
+
+
+class _TokenSlot:
+    """The session-token cache of ``as_customer``, made on first use, shared by ``with_options`` copies."""
+
+    __slots__ = ("_cache", "_lock")
+
+    def __init__(self) -> None:
+        self._cache: TokenCache | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> TokenCache:
+        cache = self._cache
+        if cache is None:
+            from ._tokens import TokenCache  # on use: only code that acts as a customer needs it
+
+            with self._lock:
+                cache = self._cache
+                if cache is None:
+                    cache = self._cache = TokenCache()
+        return cache
+
+    def __repr__(self) -> str:
+        return f"<_TokenSlot {self._cache!r}>"
 
 
 class AsyncBillingOS:
@@ -160,13 +188,19 @@ class AsyncBillingOS:
             )
         _logs.setup_from_env()
         transport = Transport.create(settings, http_client)
-        self._setup(settings, transport, retry_policy or RetryPolicy(), entitlement_cache)
+        self._setup(settings, transport, retry_policy or RetryPolicy(), entitlement_cache, _TokenSlot())
 
     def _setup(
-        self, settings: Settings, transport: Transport, policy: RetryPolicy, cache: EntitlementCache | None
+        self,
+        settings: Settings,
+        transport: Transport,
+        policy: RetryPolicy,
+        cache: EntitlementCache | None,
+        tokens: _TokenSlot,
     ) -> None:
         self._requester = requester = Requester(settings, transport, policy)
         self._entitlement_cache = cache
+        self._tokens = tokens
         self.session_tokens = AsyncSessionTokens(requester)
         self.entitlements = AsyncEntitlements(requester, cache)
         self.usage = AsyncUsage(requester, cache)
@@ -230,6 +264,7 @@ class AsyncBillingOS:
             self._requester.transport,
             retry_policy or self._requester.policy,
             self._entitlement_cache,
+            self._tokens,
         )
         return clone
 
@@ -246,6 +281,59 @@ class AsyncBillingOS:
         from ._recorder import UsageRecorder  # on use: the recorder brings sqlite3 and friends
 
         return UsageRecorder(self, **options)
+
+    def as_customer(
+        self,
+        external_user_id: str,
+        *,
+        external_organization_id: str | None = None,
+        allowed_operations: Sequence[str] | None = None,
+        session_token: str | None = None,
+        expires_in: int = 3600,
+        revoke_on_close: bool = False,
+    ) -> AsyncCustomerSession:
+        """A handle acting as one of your customers: pricing, checkout, portal, state and features.
+
+        Args:
+            external_user_id: your own id of the user.
+            external_organization_id: your id of the user's organization, if any.
+            allowed_operations: stored in the tokens minted for this handle (the public backend does
+                not enforce them); part of the token cache's key.
+            session_token: a ``bos_session_…`` token to use as is; it is never minted anew, and a 401
+                saying it expired or was revoked is raised. Default: the SDK mints and caches tokens.
+            expires_in: the lifetime in seconds (60-86400) of tokens minted for this handle.
+            revoke_on_close: revoke the token the handle used when it is closed (never a given one).
+
+        Nothing is sent until the first call. Tokens are cached on the client (and its
+        ``with_options`` copies) per user, organization and operations: see
+        :class:`AsyncCustomerSession`.
+
+        Example::
+
+            async with billing.as_customer("user_42") as customer:
+                catalog = await customer.products.list()
+                state = await customer.state()
+        """
+        from ._customer_session import customer_arguments  # on use, as the recorder
+
+        try:
+            args = customer_arguments(
+                external_user_id,
+                external_organization_id,
+                allowed_operations,
+                session_token,
+                expires_in,
+                revoke_on_close,
+            )
+        finally:
+            del session_token  # only the masked SessionToken from here on
+        return self._customer_session(args)
+
+    def _customer_session(self, args: CustomerArguments) -> AsyncCustomerSession:
+        """The handle for arguments already checked (the blocking facade checks them in the caller)."""
+        from ._customer_session import AsyncCustomerSession
+
+        return AsyncCustomerSession(self._requester, self.session_tokens, self._tokens.get(), args)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -18,10 +18,25 @@ from datetime import UTC, datetime
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
+import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, override
 
-from ._models import Entitlement, EntitlementReason, FeatureType, _OpenEnum
+from ._models import (
+    Catalog,
+    CatalogProduct,
+    CheckoutCustomer,
+    CheckoutProduct,
+    CheckoutSession,
+    CheckoutSubscription,
+    CurrentSubscription,
+    Entitlement,
+    EntitlementReason,
+    FeatureType,
+    PortalSession,
+    Price,
+    _OpenEnum,
+)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=_OpenEnum)
@@ -239,6 +254,37 @@ def _structure_entitlement(value: object, cls: type) -> Entitlement:
 converter.register_structure_hook(Entitlement, _structure_entitlement)
 
 
+# The products, checkout and portal routes answer in camelCase (CONTRACT-CUSTOMER §0); their models
+# are read with each attribute renamed, once, when first used.
+_CAMEL_CASE = frozenset(
+    {
+        Catalog,
+        CatalogProduct,
+        CheckoutCustomer,
+        CheckoutProduct,
+        CheckoutSession,
+        CheckoutSubscription,
+        CurrentSubscription,
+        PortalSession,
+        Price,
+    }
+)
+
+
+def camel(name: str) -> str:
+    """``interval_count`` -> ``intervalCount``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _camel_hook(cls: Any) -> Callable[[Any, Any], Any]:
+    renames = {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls) if camel(f.name) != f.name}
+    return make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
+
+
+converter.register_structure_hook_factory(lambda t: t in _CAMEL_CASE, _camel_hook)
+
+
 def structurer(cls: type[T]) -> Callable[[Any], T]:
     """A fast ``data -> cls`` function. Its hook is generated on first use (not at import: code
     generation for every model would add milliseconds to ``import billingos``), then reused."""
@@ -274,4 +320,4 @@ def _format(exc: BaseException, type_: type | None) -> str:
     )
 
 
-__all__ = ["FeatureType", "converter", "describe", "parse_datetime", "structurer"]
+__all__ = ["FeatureType", "camel", "converter", "describe", "parse_datetime", "structurer"]

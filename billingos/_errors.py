@@ -5,7 +5,7 @@
     BillingOSError                      anything the SDK raises on purpose
     ├── ValidationError                 400/422, or bad input caught before sending (status_code None)
     │   └── QuotaExceededError          400 "quota_exceeded": the track would pass the plan's limit
-    ├── AuthenticationError             401: missing, unknown or revoked secret key
+    ├── AuthenticationError             401: missing, unknown or revoked secret key or session token
     ├── AuthorizationError              403: the key may not do this
     ├── NotFoundError                   404
     ├── ConflictError                   409: e.g. a customer's email or external id is taken
@@ -121,7 +121,11 @@ class QuotaExceededError(ValidationError):
 
 
 class AuthenticationError(BillingOSError):
-    """401: the secret key is missing, unknown or revoked."""
+    """401: the secret key is missing, unknown or revoked, or a customer session token is refused.
+
+    On the public BillingOS backend, ``/customers*`` and ``/subscriptions*`` accept only dashboard
+    sessions: a secret key gets 401 there, and the message then points to ``billing.as_customer(...)``.
+    """
 
 
 class AuthorizationError(BillingOSError):

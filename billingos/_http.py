@@ -284,8 +284,14 @@ class Requester:
         body: Mapping[str, Any] | None = None,
         retry_safe: bool | None = None,
         ok_on_retry: frozenset[int] = frozenset(),
+        authorization: str | None = None,
     ) -> T:
         """Send one logical call (with its retries) and return ``decode(json_body)``.
+
+        ``authorization`` is a customer session token (``bos_session_…``) sent as the bearer of this
+        call instead of the secret key; ``""`` sends no ``Authorization`` header at all (the checkout
+        routes that need none). Like the secret key, the token is then held only in the
+        ``httpx2.Headers`` (whose repr masks it), never in a local of this frame.
 
         ``retry_safe`` defaults to True for GET and DELETE; a POST/PATCH is retried after it may
         have reached the server only when the caller says repeating it is harmless.
@@ -302,6 +308,13 @@ class Requester:
         deadline = self.settings.deadline
         max_retries = self.settings.max_retries
         headers = self._base_headers.copy()
+        as_customer = authorization is not None
+        if authorization is not None:
+            if authorization:
+                headers["authorization"] = "Bearer " + authorization
+            else:
+                del headers["authorization"]
+            del authorization  # kept out of this frame's locals (tracebacks rendered with locals)
         request_id = new_request_id()
         headers["x-request-id"] = request_id
         if options:
@@ -327,7 +340,7 @@ class Requester:
             parse_url(url)  # cached; refuses what no backend can send
         except httpx2.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
             raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
-        call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id)
+        call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id, as_customer)
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
 
@@ -375,14 +388,27 @@ class Requester:
         _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
         if reply.status_code >= 300 and reply.status_code not in ok_on_retry:
-            raise error_from_response(reply, call.request_id)
+            refused = error_from_response(reply, call.request_id)
+            if reply.status_code == 401 and not call.as_customer and call.path.startswith(_ADMIN_ROUTES):
+                _explain_dashboard_only(refused, call)
+            raise refused
         return reply
 
 
 class _Call:
     """One logical call as built once and sent by every attempt."""
 
-    __slots__ = ("content", "deadline", "headers", "method", "path", "request_id", "timeout", "url")
+    __slots__ = (
+        "as_customer",
+        "content",
+        "deadline",
+        "headers",
+        "method",
+        "path",
+        "request_id",
+        "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -394,7 +420,9 @@ class _Call:
         timeout: httpx2.Timeout,
         deadline: float | None,
         request_id: str,
+        as_customer: bool = False,
     ) -> None:
+        self.as_customer = as_customer
         self.deadline = deadline
         self.method = method
         self.path = path
@@ -403,6 +431,29 @@ class _Call:
         self.content = content
         self.timeout = timeout
         self.request_id = request_id
+
+
+_ADMIN_ROUTES = ("/customers", "/subscriptions")
+"""Routes the public BillingOS backend guards with a dashboard login, not the secret key (issue 13)."""
+
+DASHBOARD_ONLY_HINT = (
+    "This BillingOS server accepts only dashboard sessions (a user signed in to the BillingOS "
+    "dashboard) on /customers and /subscriptions, not a secret key. To list plans, start a checkout, "
+    "open a billing portal or read a customer's state from your server, use the customer-scoped calls: "
+    'billing.as_customer(user_id) (docs: docs/selling.md, "Selling from your server").'
+)
+
+
+def _explain_dashboard_only(error: BillingOSError, call: _Call) -> None:
+    """A 401 to the secret key on an admin route: say why, keep the server's code, status and request id.
+
+    A key the server does not know at all ("Invalid API key", as the embedded server answers a wrong
+    key) is the key's fault, not the route's: that message is left as it is.
+    """
+    if error.message == "Invalid API key":
+        return
+    error.message = f"{error.message} ({call.method} {call.path}). {DASHBOARD_ONLY_HINT}"
+    error.args = (error.message,)
 
 
 def _closed_error() -> BillingOSError:

@@ -20,11 +20,25 @@ from ._errors import ValidationError
 
 __all__ = [
     "BillingAddress",
+    "Catalog",
+    "CatalogProduct",
+    "CheckoutCustomer",
+    "CheckoutProduct",
+    "CheckoutSession",
+    "CheckoutSubscription",
+    "CurrentSubscription",
     "Customer",
+    "CustomerEntitlement",
+    "CustomerState",
     "Entitlement",
     "EntitlementReason",
     "FeatureType",
+    "GrantedFeature",
     "Page",
+    "PortalSession",
+    "Price",
+    "PriceInterval",
+    "ProductFeature",
     "SessionToken",
     "Subscription",
     "SubscriptionStatus",
@@ -281,10 +295,15 @@ class UsageMetric:
 
 @attrs.frozen
 class UsageMetrics:
-    """Usage metrics of a customer, one entry per metered feature."""
+    """Usage metrics of a customer, one entry per metered feature.
+
+    ``external_user_id`` (your own user id) is filled in by the customer-scoped
+    ``customer.usage.metrics()``; the secret-key ``usage.metrics`` leaves it ``None``.
+    """
 
     customer_id: str
     metrics: tuple[UsageMetric, ...] = ()
+    external_user_id: str | None = None
 
 
 @attrs.frozen
@@ -362,3 +381,243 @@ class Page(Generic[T]):
         if self.total_pages is None:
             return None
         return self.page + 1 if self.page < self.total_pages else None
+
+
+# -- the customer-scoped calls (``billing.as_customer(...)``, issue 13) -----------------------------
+
+
+class PriceInterval(_OpenEnum):
+    """How often a price bills (``Price.interval``). Unknown future values are kept as-is."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+
+
+@attrs.frozen
+class GrantedFeature:
+    """A feature granted to the customer (``CustomerState.granted_features``).
+
+    Every un-revoked grant is listed, whatever the status of the subscription that granted it.
+    """
+
+    id: str
+    feature_key: str
+    feature_id: str | None = None
+    feature_name: str | None = None
+    granted_at: datetime | None = None
+
+
+@attrs.frozen
+class CustomerState:
+    """What ``await customer.state()`` answers (``GET /v1/customer/me``).
+
+    On the public BillingOS backend, ``active_subscriptions`` is **always empty** (a server bug: its
+    query names a column that does not exist) and the whole answer is **cached by the server for up to
+    one hour**: a checkout, a free-plan confirmation or a portal change shows here only after that. For
+    the current plan, read ``(await customer.products.list()).current_subscription``; to gate a
+    feature, ``await customer.entitlements.check(key)``; both are answered fresh.
+
+    Example::
+
+        state = await customer.state()
+        print(state.customer.email, [f.feature_key for f in state.granted_features])
+    """
+
+    customer: Customer
+    active_subscriptions: tuple[Subscription, ...] = ()
+    granted_features: tuple[GrantedFeature, ...] = ()
+
+
+@attrs.frozen
+class Price:
+    """One price of a product on the pricing page. ``amount`` is in cents; 0 for a free price."""
+
+    id: str
+    amount: int = 0
+    currency: str = "usd"
+    interval: PriceInterval | None = None
+    interval_count: int = 1
+
+    @property
+    def is_free(self) -> bool:
+        """True for a price of 0 (checkout then completes with ``checkout.confirm_free``)."""
+        return self.amount == 0
+
+
+@attrs.frozen
+class ProductFeature:
+    """A feature a product grants, as the pricing page shows it.
+
+    ``properties`` are the feature's own (e.g. a default ``limit``), not the per-plan configuration:
+    the public backend does not send per-plan limits on this route.
+    """
+
+    id: str
+    name: str
+    title: str | None = None
+    type: FeatureType | None = None
+    properties: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class CatalogProduct:
+    """A product of the pricing page with its prices and features.
+
+    ``is_current_plan`` is True for the product of the customer's current subscription;
+    ``highlighted`` is the product's ``metadata.recommended``.
+    """
+
+    id: str
+    name: str
+    description: str = ""
+    prices: tuple[Price, ...] = ()
+    features: tuple[ProductFeature, ...] = ()
+    is_current_plan: bool = False
+    trial_days: int = 0
+    highlighted: bool = False
+
+
+@attrs.frozen
+class CurrentSubscription:
+    """The customer's newest ``active``, ``trialing`` or ``past_due`` subscription (``Catalog``).
+
+    The public backend sends the *product* id where the price id belongs. The SDK repairs it: when
+    that product has exactly one price in the catalog, ``price_id`` is that price's id; otherwise
+    (several prices, or the product is not in this catalog) it is ``None``, never the product id.
+    """
+
+    id: str
+    product_id: str | None = None
+    price_id: str | None = None
+    status: SubscriptionStatus | None = None
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+
+
+@attrs.frozen
+class Catalog:
+    """What ``await customer.products.list()`` answers: the pricing page of one customer.
+
+    Example::
+
+        catalog = await customer.products.list()
+        for product in catalog.products:
+            print(product.name, [p.amount for p in product.prices], product.is_current_plan)
+    """
+
+    products: tuple[CatalogProduct, ...] = ()
+    current_subscription: CurrentSubscription | None = None
+
+
+@attrs.frozen
+class CheckoutProduct:
+    """The product a checkout sells. ``features`` are the feature titles."""
+
+    name: str
+    interval: PriceInterval | None = None
+    interval_count: int = 1
+    features: tuple[str, ...] = ()
+    description: str | None = None
+
+
+@attrs.frozen
+class CheckoutCustomer:
+    """The email and name the checkout was *created with* (not the stored customer's)."""
+
+    email: str | None = None
+    name: str | None = None
+
+
+@attrs.frozen
+class CheckoutSubscription:
+    """The subscription a completed checkout created."""
+
+    id: str
+    customer_id: str | None = None
+    product_id: str | None = None
+    price_id: str | None = None
+    status: SubscriptionStatus | None = None
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+
+
+def _mask_secret(value: str) -> str:
+    return "''" if not value else "'…'"
+
+
+@attrs.frozen
+class CheckoutSession:
+    """A checkout: what ``checkout.create`` and ``checkout.status`` answer.
+
+    ``client_secret`` is the Stripe PaymentIntent's client secret your front end confirms the payment
+    with (Stripe.js); it is a credential, masked in ``repr``. For a **free** price it is ``""`` and
+    nothing is paid: complete it with ``await customer.checkout.confirm_free(session.id)``.
+
+    The server sends no status. ``is_complete`` says whether a subscription exists for the checkout
+    (after ``confirm_free``, or once the payment succeeded and BillingOS processed Stripe's webhook);
+    an expired or failed checkout cannot be told from a pending one.
+
+    Example::
+
+        session = await customer.checkout.create(price.id, customer_email="ada@example.com")
+        if session.is_free:
+            subscription = await customer.checkout.confirm_free(session.id)
+    """
+
+    id: str
+    client_secret: str = attrs.field(default="", repr=_mask_secret)
+    payment_intent_id: str = ""
+    amount: int = 0
+    total_amount: int = 0
+    currency: str = "usd"
+    product: CheckoutProduct | None = None
+    customer: CheckoutCustomer | None = None
+    stripe_account_id: str | None = None
+    trial_days: int = 0
+    subscription: CheckoutSubscription | None = None
+
+    @property
+    def is_free(self) -> bool:
+        """True for a free price: no payment, ``client_secret`` is ``""``."""
+        return not self.client_secret
+
+    @property
+    def is_complete(self) -> bool:
+        """True once the checkout has a subscription (the server's stand-in for a status)."""
+        return self.subscription is not None
+
+
+@attrs.frozen
+class PortalSession:
+    """A billing-portal session: give ``id`` to your front end (the BillingOS portal component).
+
+    The id itself is the credential of the portal (no other check), valid until ``expires_at``
+    (24 hours). The customer must exist, i.e. have completed a checkout, or ``portal.create`` raises
+    ``NotFoundError`` ("Customer must complete checkout before accessing portal").
+    """
+
+    id: str
+    customer_id: str | None = None
+    organization_id: str | None = None
+    expires_at: datetime | None = None
+
+
+@attrs.frozen
+class CustomerEntitlement:
+    """A feature granted to the customer (``customer.entitlements.list()``).
+
+    Every un-revoked grant is listed whatever its subscription's status: filter on
+    ``subscription_status`` (only ``active`` gives access on the public backend, not ``trialing``).
+    ``properties`` is set for usage-quota features only.
+    """
+
+    feature_key: str
+    feature_title: str | None = None
+    feature_type: FeatureType | None = None
+    granted_at: datetime | None = None
+    product_name: str | None = None
+    subscription_status: SubscriptionStatus | None = None
+    properties: Mapping[str, Any] = attrs.field(factory=dict)

@@ -53,6 +53,16 @@ from ._config import (
     evolve,
     resolve,
 )
+from ._customer_session import (
+    AsyncCustomerCheckout,
+    AsyncCustomerEntitlements,
+    AsyncCustomerPortal,
+    AsyncCustomerProducts,
+    AsyncCustomerSession,
+    AsyncCustomerUsage,
+    CustomerArguments,
+    customer_arguments,
+)
 from ._errors import BillingOSError, ValidationError
 from ._loops import in_event_loop
 from ._models import Entitlement, Page
@@ -61,6 +71,7 @@ from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Self
 
     from ._recorder import RecorderOptions, SyncUsageRecorder
@@ -562,6 +573,7 @@ class _Blocking(Generic[P, T]):
         if obj is None:
             return self
         facade, resource, method = obj._facade, self._resource or obj._resource, self._method
+        target = obj._target
         local = self._answer_locally
 
         def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -570,7 +582,7 @@ class _Blocking(Generic[P, T]):
                 return answer
 
             def call(core: AsyncBillingOS) -> Awaitable[T]:
-                bound: Callable[P, Awaitable[T]] = getattr(getattr(facade._view(core), resource), method)
+                bound: Callable[P, Awaitable[T]] = getattr(target(core, resource), method)
                 return bound(*args, **kwargs)
 
             return facade._runner.run(call)
@@ -668,6 +680,10 @@ class _SyncBase:
     def __init__(self, facade: BillingOS) -> None:
         self._facade = facade
 
+    def _target(self, core: AsyncBillingOS, resource: str) -> Any:
+        """The async object whose method a blocking call runs (on the loop): ``core.<resource>``."""
+        return getattr(self._facade._view(core), resource)
+
 
 class SessionTokens(_SyncBase):
     """``billing.session_tokens`` (blocking)."""
@@ -750,6 +766,160 @@ class Subscriptions(_SyncBase):
     update = _Blocking(AsyncSubscriptions.update)
     cancel = _Blocking(AsyncSubscriptions.cancel)
     reactivate = _Blocking(AsyncSubscriptions.reactivate)
+
+
+# -- acting as a customer (``billing.as_customer``) -----------------------------------------------
+
+
+class _CustomerPart(_SyncBase):
+    """A part of a blocking :class:`CustomerSession`: its calls run on the session's async handle."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: CustomerSession) -> None:
+        super().__init__(session._facade)
+        self._session = session
+
+    def _target(self, core: AsyncBillingOS, resource: str) -> Any:
+        return getattr(self._session._handle(core), resource)
+
+
+class CustomerProducts(_CustomerPart):
+    """``customer.products`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "products"
+    list = _Blocking(AsyncCustomerProducts.list)
+
+
+class CustomerCheckout(_CustomerPart):
+    """``customer.checkout`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "checkout"
+    create = _Blocking(AsyncCustomerCheckout.create)
+    status = _Blocking(AsyncCustomerCheckout.status)
+    confirm_free = _Blocking(AsyncCustomerCheckout.confirm_free)
+
+
+class CustomerPortal(_CustomerPart):
+    """``customer.portal`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "portal"
+    create = _Blocking(AsyncCustomerPortal.create)
+
+
+class CustomerEntitlements(_CustomerPart):
+    """``customer.entitlements`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "entitlements"
+    check = _Blocking(AsyncCustomerEntitlements.check)
+    list = _Blocking(AsyncCustomerEntitlements.list)
+
+
+class CustomerUsage(_CustomerPart):
+    """``customer.usage`` (blocking)."""
+
+    __slots__ = ()
+    _resource = "usage"
+    track = _Blocking(AsyncCustomerUsage.track)
+    metrics = _Blocking(AsyncCustomerUsage.metrics)
+
+
+class CustomerSession(_SyncBase):
+    """The blocking ``billing.as_customer(...)``: the calls of :class:`AsyncCustomerSession`, without
+    ``await``, with the same token cache, re-mints and errors (it runs that handle on the facade's loop).
+
+    Example::
+
+        with billing.as_customer("user_42") as customer:
+            catalog = customer.products.list()
+            portal = customer.portal.create()
+    """
+
+    __slots__ = ("_args", "_closed", "_handles", "checkout", "entitlements", "portal", "products", "usage")
+
+    state = _Blocking(AsyncCustomerSession.state)
+
+    def __init__(self, facade: BillingOS, args: CustomerArguments) -> None:
+        super().__init__(facade)
+        self._args = args
+        self._closed = False
+        # One async handle per core (a forked child builds a new core, and a new handle with it).
+        self._handles: weakref.WeakKeyDictionary[AsyncBillingOS, AsyncCustomerSession] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.products = CustomerProducts(self)
+        self.checkout = CustomerCheckout(self)
+        self.portal = CustomerPortal(self)
+        self.entitlements = CustomerEntitlements(self)
+        self.usage = CustomerUsage(self)
+
+    def _target(self, core: AsyncBillingOS, resource: str) -> Any:
+        return self._handle(core)
+
+    def _handle(self, core: AsyncBillingOS) -> AsyncCustomerSession:
+        """The async handle this session runs on ``core`` (made there, on the loop, on first use)."""
+        if self._closed:
+            raise BillingOSError(
+                "This customer session is closed; call billing.as_customer(...) again.", code="session_closed"
+            )
+        handle = self._handles.get(core)
+        if handle is None:
+            handle = self._handles[core] = self._facade._view(core)._customer_session(self._args)
+        return handle
+
+    @property
+    def external_user_id(self) -> str:
+        """Your own id of this customer."""
+        return self._args.external_user_id
+
+    @property
+    def external_organization_id(self) -> str | None:
+        """Your id of the customer's organization, if one was given."""
+        return self._args.external_organization_id
+
+    @property
+    def is_closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the session; with ``revoke_on_close=True``, revoke the token it minted. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        handles = list(self._handles.values())
+        if not handles or self._facade._runner._closed:
+            return
+
+        async def close_all(_core: AsyncBillingOS) -> None:
+            for handle in handles:
+                await handle.aclose()
+
+        self._facade._runner.run(close_all)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        args = self._args
+        source = "given" if args.session_token is not None else "cached"
+        closed = " closed" if self._closed else ""
+        return (
+            f"<CustomerSession external_user_id={args.external_user_id!r} "
+            f"external_organization_id={args.external_organization_id!r} token={source}{closed}>"
+        )
 
 
 class BillingOS(_SyncBase):
@@ -914,6 +1084,36 @@ class BillingOS(_SyncBase):
         from ._recorder import SyncUsageRecorder  # on use: the recorder brings sqlite3 and friends
 
         return SyncUsageRecorder(_RecorderHost(self), **options)
+
+    def as_customer(
+        self,
+        external_user_id: str,
+        *,
+        external_organization_id: str | None = None,
+        allowed_operations: Sequence[str] | None = None,
+        session_token: str | None = None,
+        expires_in: int = 3600,
+        revoke_on_close: bool = False,
+    ) -> CustomerSession:
+        """A blocking handle acting as one of your customers; see :meth:`AsyncBillingOS.as_customer`.
+
+        Example::
+
+            with billing.as_customer("user_42") as customer:
+                session = customer.checkout.create(price_id, customer_email="ada@example.com")
+        """
+        try:
+            args = customer_arguments(
+                external_user_id,
+                external_organization_id,
+                allowed_operations,
+                session_token,
+                expires_in,
+                revoke_on_close,
+            )
+        finally:
+            del session_token  # only the masked SessionToken from here on
+        return CustomerSession(self, args)
 
     @property
     def is_closed(self) -> bool:

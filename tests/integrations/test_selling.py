@@ -192,7 +192,7 @@ async def test_errors_map_to_http_answers(fake: FakeBillingOS, url: str) -> None
         assert down.json()["detail"]["error"] == "billingos_unavailable"
 
 
-async def test_checkout_without_a_stripe_account_is_400(url: str) -> None:
+async def test_checkout_without_a_stripe_account_is_400() -> None:
     fake = FakeBillingOS(rate_limits=None, stripe_connected=False)
     plan = fake.add_product("Free", features={}, amount=0)
     with fake.serve() as served:

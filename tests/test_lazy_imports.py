@@ -17,6 +17,8 @@ LAZY = (
     "anyio.lowlevel",
     "billingos._cache",  # only a client configured with an EntitlementCache
     "billingos._sync",  # only the blocking facade
+    "billingos._customer_session",  # only code acting as a customer (as_customer)
+    "billingos._tokens",
     "billingos._recorder",
     "billingos._outbox",  # and sqlite3 with it (not listed: coverage loads it in measured children)
     "billingos.testing",
@@ -47,6 +49,21 @@ def test_the_lazy_names_still_resolve_and_load_their_module() -> None:
         """
     )
     assert "billingos._cache" in loaded
+    assert "billingos._sync" not in loaded
+
+
+def test_as_customer_loads_the_handle_and_token_cache_on_use_only() -> None:
+    loaded = _loaded_after(
+        """
+        import billingos
+        client = billingos.AsyncBillingOS("sk_test_x", api_url="http://127.0.0.1:9")
+        assert "billingos._customer_session" not in __import__("sys").modules
+        handle = client.as_customer("user_42")
+        assert type(handle) is billingos.AsyncCustomerSession
+        assert billingos.AsyncCustomerSession.__module__ == "billingos._customer_session"
+        """
+    )
+    assert {"billingos._customer_session", "billingos._tokens"} <= loaded
     assert "billingos._sync" not in loaded
 
 

@@ -51,6 +51,8 @@ from billingos import (
 )
 from billingos.testing import FakeBillingOS, Fault
 
+from .._factories import make_token
+
 SDK_DIR = str(Path(billingos.__file__).parent)
 THIRD_PARTY = ("httpx2", "httpcore2", "h11", "anyio", "tenacity")
 USER, FEATURE, PRICE = "user_1", "api_calls", "price_pro"
@@ -200,6 +202,7 @@ _WALKED_MODULES = ("billingos", "httpx2", "httpcore2", "tests.hardening")
 _RAW_HOLDERS_ALLOWED = {
     "billingos._config.SecretKey",  # the one place the key is kept as text; repr/str are masked
     "httpx2.Headers",  # the Authorization header of the requester and of requests; repr is masked
+    "billingos._models.SessionToken",  # a session token (as_customer's cache, a given token); repr masked
 }
 
 
@@ -476,6 +479,88 @@ async def recorder_failures(world: World) -> Any:
         world.fake.clear_faults()
 
 
+def _customer_transport(world: World, routes: dict[str, Callable[[], httpx2.Response]]) -> httpx2.AsyncClient:
+    """A canned BillingOS that mints a new (random) session token per call, then answers ``routes``."""
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/v1/session-tokens" and request.method == "POST":
+            head = make_token("tok_" + secrets.token_hex(16), user=USER).rpartition(".")[0]
+            token = f"{head}.{secrets.token_hex(32)}"
+            world.tokens.append(token)
+            world.secrets.add(token, secret_part=token[len("bos_session_") :])
+            return httpx2.Response(201, json={"sessionToken": token, "expiresAt": {}}, request=request)
+        if request.method == "DELETE":
+            return httpx2.Response(502, text="<html>bad gateway</html>", request=request)
+        return routes[request.url.path]()
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+    world.keep.append(http)
+    return http
+
+
+def _refused(message: str) -> Callable[[], httpx2.Response]:
+    body = {
+        "error": {"code": "AUTH_INVALID_TOKEN", "message": message, "requestId": "req_x"},
+        "statusCode": 401,
+    }
+    return lambda: httpx2.Response(401, json=body)
+
+
+async def customer_session_minted_token_refused_twice(world: World) -> Any:
+    """A minted token refused as expired: minted anew, refused again, raised; the revoke on close fails."""
+    http = _customer_transport(world, {"/v1/customer/me": _refused("Token expired")})
+    async with http, _client(world, http_client=http) as billing:
+        customer = billing.as_customer(USER, revoke_on_close=True)
+        world.keep.append(customer)
+        try:
+            return await customer.state()
+        finally:
+            await customer.aclose()  # logged: the revoke gets a 502
+
+
+async def customer_session_given_token_refused(world: World) -> Any:
+    """A token given as session_token=, refused as revoked: raised with the SDK's message."""
+    http = _customer_transport(world, {"/v1/products": _refused("Token not found or revoked")})
+    async with http, _client(world, http_client=http) as billing:
+        token = (await billing.session_tokens.create(USER)).session_token
+        customer = billing.as_customer(USER, session_token=token)
+        world.keep.append(customer)
+        return await customer.products.list()
+
+
+async def customer_session_refused_token_argument(world: World) -> Any:
+    """as_customer refuses a token minted for another user: the token is in no frame's locals."""
+    async with _client(world) as billing:
+        token = await _token(world, billing)
+        return billing.as_customer("someone_else", session_token=token)
+
+
+async def sync_customer_session_refused_token_argument(world: World) -> Any:
+    async with _client(world) as billing:
+        token = await _token(world, billing)
+
+    def blocking() -> Any:
+        with BillingOS(world.key, api_url=world.url) as billing:
+            world.keep.append(billing)
+            return billing.as_customer("someone_else", session_token=token)
+
+    return await asyncio.to_thread(blocking)
+
+
+async def sync_customer_session(world: World) -> Any:
+    """The blocking handle: a minted token refused as revoked twice, raised; the revoke on close fails."""
+    http = _customer_transport(world, {"/v1/customer/me": _refused("Token not found or revoked")})
+
+    def blocking() -> Any:
+        with BillingOS(world.key, api_url=world.url, http_client=http, retry_policy=NO_SLEEP) as billing:
+            world.keep.append(billing)
+            with billing.as_customer(USER, revoke_on_close=True) as customer:
+                world.keep.append(customer)
+                return customer.state()
+
+    return await asyncio.to_thread(blocking)
+
+
 def _sync(name: str, call: Callable[[BillingOS], Any]) -> Scenario:
     async def scenario(world: World) -> Any:
         def blocking() -> Any:
@@ -522,6 +607,11 @@ SCENARIOS: list[Scenario] = [
     recorder_failures,
     _sync("sync_facade_not_found", _sync_server_error),
     _sync("sync_facade_recorder_and_validation", _sync_recorder),
+    customer_session_minted_token_refused_twice,
+    customer_session_given_token_refused,
+    sync_customer_session,
+    customer_session_refused_token_argument,
+    sync_customer_session_refused_token_argument,
 ]
 
 

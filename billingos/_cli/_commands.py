@@ -466,9 +466,9 @@ def demo(as_json: bool) -> None:
     """Run the SDK against an embedded BillingOS server and show each step.
 
     Needs no key and no network: it starts the embedded server on loopback, seeds a plan, and walks
-    through customers, session tokens, entitlements, usage, quota, metrics, subscriptions and a
-    retried request. Needs the testing extra: pip install 'billingos[testing]'. Exit status 0, or 1
-    with a one-line error.
+    through customers, session tokens, entitlements, usage, quota, metrics, subscriptions, selling
+    a plan through checkout and a retried request. Needs the testing extra: pip install
+    'billingos[testing]'. Exit status 0, or 1 with a one-line error.
     """
     from .._demo import main as run_demo
 

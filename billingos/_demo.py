@@ -36,6 +36,14 @@ FLAG = "sso"
 """A ``boolean_flag`` feature: on or off."""
 LIMIT = 5
 """The plan's ``api_calls`` per period, small so the demo reaches it."""
+BUYER = "user_43"
+"""A new user the demo sells Pro to, through checkout."""
+FREE_USER = "user_44"
+"""A new user the demo puts on the free plan."""
+FREE_LIMIT = 2
+"""The free plan's ``api_calls`` per period."""
+FREE_PRICE = "price_free"
+"""The free plan's price id (fixed, so the tour can name it)."""
 
 
 class Report:
@@ -68,10 +76,12 @@ class Report:
 
 
 def seed(fake: FakeBillingOS) -> Plan:
-    """One plan, "Pro": ``LIMIT`` api_calls per period and SSO; and one customer already on it."""
+    """Two plans, "Pro" (``LIMIT`` api_calls per period and SSO, 29 USD) and "Free" (``FREE_LIMIT``
+    api_calls); and one customer already on Pro."""
     fake.add_feature(QUOTA, "usage_quota", title="API calls")
     fake.add_feature(FLAG, "boolean_flag", title="Single sign-on")
-    plan = fake.add_product("Pro", features={QUOTA: LIMIT, FLAG: True}, amount=2900)
+    plan = fake.add_product("Pro", features={QUOTA: LIMIT, FLAG: True}, amount=2900, highlighted=True)
+    fake.add_product("Free", features={QUOTA: FREE_LIMIT}, price_id=FREE_PRICE)  # amount 0: free
     fake.add_customer("user_7", email="grace@example.com", name="Grace Hopper")
     fake.subscribe("user_7", plan.price_id)
     return plan
@@ -182,6 +192,56 @@ async def tour(fake: FakeBillingOS, url: str, plan: Plan, report: Report) -> Non
             r["reactivate"] = {"status": _s(sub.status), "cancel_at_period_end": sub.cancel_at_period_end}
             report.say(
                 f"subscriptions.reactivate -> {sub.status}, cancel_at_period_end={sub.cancel_at_period_end}"
+            )
+
+        with report.step("sell_plan", f"Sell Pro to {BUYER} through checkout (as the customer)") as r:
+            # The public backend serves pricing, checkout and portal to a customer session token:
+            # as_customer mints one on first use and reuses it for every call of that user.
+            mints_before = len(fake.requests_to("POST /v1/session-tokens"))
+            async with billing.as_customer(BUYER) as buyer:
+                catalog = await buyer.products.list()
+                price = next(p.prices[0] for p in catalog.products if p.id == plan.product_id)
+                session = await buyer.checkout.create(price.id, customer_email="alan@example.com")
+                fake.complete_checkout(session.id)  # the browser's Stripe.js payment, simulated
+                done = await buyer.checkout.status(session.id)
+                ent = await buyer.entitlements.check(FLAG)
+                portal = await buyer.portal.create()
+            status = _s(done.subscription.status) if done.subscription else None
+            mints = len(fake.requests_to("POST /v1/session-tokens")) - mints_before
+            r.update(
+                products=[p.name for p in catalog.products],
+                checkout_id=session.id,
+                amount=session.amount,
+                subscription_status=status,
+                has_access=ent.has_access,
+                portal_id=portal.id,
+                tokens_minted=mints,
+            )
+            report.say(
+                f"products.list      -> {', '.join(p.name for p in catalog.products)}",
+                f"checkout.create    -> {session.id} ({_money(session.amount)}; a client secret)",
+                "fake.complete_checkout(session.id)   (the payment, simulated)",
+                f"checkout.status    -> subscription {status}",
+                f"entitlements.check -> {FLAG} has_access={ent.has_access}",
+                f"portal.create      -> {portal.id} (for the front end)",
+                f"{mints} session token minted for all of {BUYER}'s calls (cached by the client)",
+            )
+
+        with report.step("free_plan", f"Put {FREE_USER} on the free plan (checkout + confirm_free)") as r:
+            async with billing.as_customer(FREE_USER) as newcomer:
+                session = await newcomer.checkout.create(FREE_PRICE, customer_email="kay@example.com")
+                subscription = await newcomer.checkout.confirm_free(session.id)
+                ent = await newcomer.entitlements.check(QUOTA)
+            r.update(
+                free=session.is_free,
+                subscription_status=_s(subscription.status),
+                has_access=ent.has_access,
+                limit=ent.limit,
+            )
+            report.say(
+                f"checkout.create       -> {session.id} (free: client_secret is empty)",
+                f"checkout.confirm_free -> {subscription.id}: {subscription.status}",
+                f"entitlements.check    -> {QUOTA} has_access={ent.has_access}, limit {_n(ent.limit)}",
             )
 
         with report.step("revoke_token", "Revoke the session token") as r:
@@ -295,6 +355,10 @@ def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> list[s
         ).rstrip()
         for row in rows
     ]
+
+
+def _money(cents: int) -> str:
+    return "free" if not cents else f"{cents / 100:.2f} USD"
 
 
 def _n(value: float | None) -> str:

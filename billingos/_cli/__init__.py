@@ -1,7 +1,8 @@
 """The ``billingos`` command line (console script, and ``python -m billingos``).
 
 Commands: ``check``, ``track``, ``metrics``, ``token create``, ``token decode``, ``customers list``,
-``demo`` and ``mock``; ``billingos --help`` lists them with the exit codes. It is written with click,
+``products``, ``checkout``, ``portal``, ``state``, ``demo`` and ``mock``; ``billingos --help`` lists them
+with the exit codes. It is written with click,
 which comes with the ``cli`` extra (``pip install 'billingos[cli]'``). This module imports click only
 when :func:`main` runs, so ``import billingos`` never does, and a missing click gets a one-line hint
 instead of a traceback. The commands live in ``_commands.py``, their text and JSON output in

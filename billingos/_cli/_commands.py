@@ -210,7 +210,7 @@ def _exit(status: int) -> NoReturn:
 @click.version_option(__version__, "--version", prog_name="billingos", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """BillingOS from the command line: entitlements, usage, session tokens, customers.
+    """BillingOS from the command line: entitlements, usage, session tokens, customers, selling.
 
     CUSTOMER is always your own user id (the customer's external id). Each API command takes
     --secret-key, --api-url, --timeout, --max-retries and --json after its arguments.
@@ -358,15 +358,117 @@ def customers_list(limit: int, email: str | None, external_id: str | None, as_js
     emit(as_json, {"customers": shown, "total": total}, render.customers(shown, total))
 
 
+# -- selling: as the customer (billing.as_customer) -----------------------------------------------
+
+CLI_USER = "billingos-cli"
+"""The user ``billingos products`` acts as without ``--user``: one who has no customer (no current plan)."""
+
+
+@cli.command(short_help="List the products of the pricing page.")
+@click.option(
+    "--user",
+    metavar="USER",
+    default=CLI_USER,
+    show_default=True,
+    help="Act as this user (marks their current plan); the server needs a user to show the pricing page",
+)
+@click.option("--plan", "plans", multiple=True, metavar="PRODUCT_ID", help="Only this product (repeatable)")
+@connection_options
+@json_option
+def products(user: str, plans: tuple[str, ...], as_json: bool) -> None:
+    """List the products of the pricing page, their prices and features.
+
+    The public backend serves the pricing page to a customer session token only: the command mints one
+    for USER (a user without a customer is fine) and marks USER's current plan.
+
+    \b
+    $ billingos products
+    product  price id    amount     every  features        ...
+    """
+    with connect() as billing, billing.as_customer(user) as customer:
+        found = customer.products.list(list(plans) or None)
+    emit(as_json, found, render.catalog(found))
+
+
+@cli.command(short_help="Start a checkout of PRICE for USER.")
+@click.argument("user")
+@click.argument("price")
+@click.option("--email", metavar="EMAIL", help="The customer's email (stored lowercased)")
+@click.option("--name", metavar="NAME", help="The customer's name")
+@click.option(
+    "--confirm-free",
+    is_flag=True,
+    help="For a free price, complete the checkout now: USER is subscribed (confirm-free)",
+)
+@connection_options
+@json_option
+def checkout(
+    user: str, price: str, email: str | None, name: str | None, confirm_free: bool, as_json: bool
+) -> None:
+    """Start a checkout of PRICE for USER; this creates the customer if there is none.
+
+    A paid price prints the client secret the browser confirms with Stripe.js (a credential of USER:
+    treat it like one). A free price is complete only once confirmed: --confirm-free does it.
+    BillingOS needs a connected Stripe account for any checkout, even a free one.
+
+    \b
+    $ billingos checkout user_1 price_free --confirm-free
+    checkout id   ...
+    subscription  ...: active
+    """
+    with connect() as billing, billing.as_customer(user) as customer:
+        session = customer.checkout.create(price, customer_email=email, customer_name=name)
+        subscription = None
+        if confirm_free and session.is_free:
+            subscription = customer.checkout.confirm_free(session.id)
+    if confirm_free and not session.is_free:
+        click.echo("note: --confirm-free ignored: the price is not free", err=True)
+    emit(
+        as_json,
+        {"checkout": session, "subscription": subscription},
+        render.checkout_session(session, subscription),
+    )
+
+
+@cli.command(short_help="Open a billing-portal session for USER.")
+@click.argument("user")
+@connection_options
+@json_option
+def portal(user: str, as_json: bool) -> None:
+    """Open a billing-portal session for USER (valid 24 h); its id is what the portal component takes.
+
+    USER must be a customer already (a completed checkout), else BillingOS answers 404 (exit 3).
+    """
+    with connect() as billing, billing.as_customer(user) as customer:
+        session = customer.portal.create()
+    emit(as_json, session, render.portal_session(session))
+
+
+@cli.command(short_help="Show USER's customer record and granted features.")
+@click.argument("user")
+@connection_options
+@json_option
+def state(user: str, as_json: bool) -> None:
+    """Show USER's customer record and granted features (GET /v1/customer/me).
+
+    On the public backend this answer is cached for an hour and lists no subscriptions: use
+    `billingos check USER FEATURE` for what USER may do now, `billingos products --user USER` for
+    the current plan.
+    """
+    with connect() as billing, billing.as_customer(user) as customer:
+        found = customer.state()
+    emit(as_json, found, render.customer_state(found))
+
+
 @cli.command(short_help="Tour the SDK against an embedded server (no key).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 def demo(as_json: bool) -> None:
     """Run the SDK against an embedded BillingOS server and show each step.
 
     Needs no key and no network: it starts the embedded server on loopback, seeds a plan, and walks
-    through customers, session tokens, entitlements, usage, quota, metrics, subscriptions and a
-    retried request. Needs the testing extra: pip install 'billingos[testing]'. Exit status 0, or 1
-    with a one-line error.
+    through customers, session tokens, entitlements, usage, quota, metrics, subscriptions, selling
+    a plan through checkout and a retried request. Needs the testing extra: pip install
+    'billingos[testing]'. Exit status 0, or 1 with a one-line error.
     """
     from .._demo import main as run_demo
 

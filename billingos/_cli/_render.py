@@ -14,7 +14,19 @@ from typing import Any
 
 from .._convert import converter
 from .._demo import table
-from .._models import Customer, Entitlement, SessionToken, UsageMetrics, UsageRecord
+from .._models import (
+    Catalog,
+    CheckoutSession,
+    Customer,
+    CustomerState,
+    Entitlement,
+    PortalSession,
+    Price,
+    SessionToken,
+    Subscription,
+    UsageMetrics,
+    UsageRecord,
+)
 
 
 def to_json(value: Any) -> str:
@@ -146,3 +158,108 @@ def _expiry(when: datetime) -> str:
     if seconds < 120:
         return f"in {int(seconds)} s"
     return f"in {round(seconds / 60)} min"
+
+
+def catalog(found: Catalog) -> list[str]:
+    """The pricing page as a table (one row per price), then the customer's current plan."""
+    if not found.products:
+        return ["no products on the pricing page"]
+    rows = [["product", "price id", "amount", "every", "features", ""]]
+    for product in found.products:
+        marks = ", ".join(
+            m for m, on in [("current", product.is_current_plan), ("highlighted", product.highlighted)] if on
+        )
+        if product.trial_days:
+            marks = ", ".join(filter(None, [marks, f"{product.trial_days}-day trial"]))
+        features = ", ".join(f.name for f in product.features) or "-"
+        for price in product.prices or ():
+            rows.append(
+                [product.name, price.id, money(price.amount, price.currency), _every(price), features, marks]
+            )
+        if not product.prices:
+            rows.append([product.name, "-", "-", "-", features, marks])
+    lines = table(rows, right=[2])
+    current = found.current_subscription
+    names = {product.id: product.name for product in found.products}
+    if current is None:
+        lines.append("current plan: none")
+    else:
+        lines.append(
+            f"current plan: {names.get(current.product_id or '', current.product_id)} "
+            f"(price {current.price_id or 'unknown'}), {current.status}, "
+            f"until {iso(current.current_period_end) or '-'}"
+            + (", cancels at period end" if current.cancel_at_period_end else "")
+        )
+    return lines
+
+
+def checkout_session(session: CheckoutSession, subscription: Subscription | None) -> list[str]:
+    """A checkout's fields; for a paid one the client secret the front end confirms with Stripe.js."""
+    rows = [("checkout id", session.id)]
+    if session.product is not None:
+        rows.append(("product", session.product.name))
+    rows.append(("amount", money(session.amount, session.currency)))
+    if session.trial_days:
+        rows.append(("trial", f"{session.trial_days} days"))
+    if session.is_free:
+        if subscription is None:
+            rows.append(
+                (
+                    "next",
+                    f"free: complete it with --confirm-free (POST /v1/checkout/{session.id}/confirm-free)",
+                )
+            )
+        else:
+            rows.append(("subscription", f"{subscription.id}: {subscription.status}"))
+    else:
+        rows.append(("client secret", session.client_secret))
+        rows.append(("next", "confirm the payment with Stripe.js in the browser"))
+    return fields(rows)
+
+
+def portal_session(portal: PortalSession) -> list[str]:
+    """A portal session: the id a front end opens the portal with, and its expiry."""
+    return fields(
+        [
+            ("portal session", portal.id),
+            ("customer", portal.customer_id or "-"),
+            ("expires", iso(portal.expires_at) or "-"),
+        ]
+    )
+
+
+def customer_state(state: CustomerState) -> list[str]:
+    """A customer, its granted features and (always empty on the public backend) subscriptions."""
+    c = state.customer
+    lines = fields(
+        [
+            ("customer", c.id),
+            ("external id", c.external_id or "-"),
+            ("email", c.email or "-"),
+            ("name", c.name or "-"),
+        ]
+    )
+    if state.granted_features:
+        rows = [["feature", "name", "granted"]]
+        rows += [
+            [f.feature_key, f.feature_name or "-", iso(f.granted_at) or "-"] for f in state.granted_features
+        ]
+        lines += ["", *table(rows)]
+    else:
+        lines.append("no granted features")
+    if state.active_subscriptions:
+        lines += [f"subscription {s.id}: {s.status} ({s.product_id})" for s in state.active_subscriptions]
+    return lines
+
+
+def money(amount: int, currency: str) -> str:
+    """Cents as ``29.00 USD``; ``free`` for 0."""
+    if not amount:
+        return "free"
+    return f"{amount / 100:.2f} {currency.upper()}"
+
+
+def _every(price: Price) -> str:
+    if price.interval is None:
+        return "-"
+    return str(price.interval) if price.interval_count == 1 else f"{price.interval_count} {price.interval}s"

@@ -12,6 +12,9 @@ Needs the ``fastapi`` extra: ``pip install 'billingos[fastapi]'`` (FastAPI bring
   response has been sent, never for errors.
 - :func:`session_token_route` (FastAPI) and :func:`session_token_starlette_route` (Starlette): the
   equivalent of the Node SDK's ``createSessionRoute``.
+- :func:`billing_router` (FastAPI) and :func:`billing_starlette_routes` (Starlette): selling from your
+  server: pricing, checkout, free plans, portal, state and feature checks of the signed-in user, for a
+  front end that holds no token (see docs/selling.md).
 
 Example::
 
@@ -73,7 +76,7 @@ from .._client import AsyncBillingOS
 from .._errors import BillingOSError, RateLimitError
 from .._models import Entitlement
 from .._recorder import RecorderOptions, SyncUsageRecorder, UsageRecorder
-from . import _NO_STORE, _denied_detail, _error_detail, _logger, _session_body, _user_id
+from . import _NO_STORE, _denied_detail, _error_detail, _logger, _selling, _session_body, _user_id
 
 __all__ = [
     "STATE_KEY",
@@ -82,11 +85,14 @@ __all__ = [
     "BillingOSState",
     "BillingOSUnavailable",
     "ClientSource",
+    "CustomerDetails",
     "EntitlementDenied",
     "PendingUsage",
     "RequireEntitlement",
     "TrackUsage",
     "UsageRecorderDep",
+    "billing_router",
+    "billing_starlette_routes",
     "billingos_lifespan",
     "get_billingos",
     "get_usage_recorder",
@@ -836,3 +842,241 @@ def session_token_starlette_route(
         return await _session_response(billing, user_id, expires_in, allowed_operations)
 
     return Route(path, billingos_session_token, methods=list(methods), name="billingos_session_token")
+
+
+# -- selling from your server: the customer-scoped routes -------------------------------------------
+
+CustomerDetails = Callable[[str], Mapping[str, Any] | Awaitable[Mapping[str, Any] | None] | None]
+"""What :func:`billing_router` asks for the signed-in user's ``email``, ``name`` and ``metadata``."""
+
+
+async def _selling_call(
+    client: AsyncBillingOS, user: str, what: str, call: Callable[[Any], Awaitable[Any]], status: int = 200
+) -> _selling.Answer:
+    """Run ``call(customer)`` as ``user`` (a token minted once and cached by the client) and answer."""
+    try:
+        async with client.as_customer(user) as customer:
+            return _selling.ok(await call(customer), status)
+    except BillingOSError as exc:
+        return _selling.failed(what, user, exc)
+
+
+async def _details_of(customer_details: CustomerDetails | None, user: str) -> Mapping[str, Any] | None:
+    if customer_details is None:
+        return None
+    if _is_async_callable(customer_details):
+        found = customer_details(user)
+    else:
+        found = await run_in_threadpool(customer_details, user)
+    if inspect.isawaitable(found):
+        found = await found
+    if found is not None and not isinstance(found, Mapping):
+        raise TypeError(f"customer_details must return a mapping or None, not {type(found).__name__}")
+    return found
+
+
+class _Selling:
+    """The routes' behaviour, whatever the framework resolved the user with."""
+
+    def __init__(self, customer_details: CustomerDetails | None, client: AsyncBillingOS | None) -> None:
+        if customer_details is not None and not callable(customer_details):
+            raise TypeError(f"customer_details must be a callable, not {type(customer_details).__name__}")
+        self.customer_details = customer_details
+        self.client = client
+
+    def _client(self, request: Request) -> AsyncBillingOS:
+        return self.client if self.client is not None else get_billingos(request)
+
+    async def answer(self, name: str, request: Request, user_id: object) -> Response:
+        user = _user_id(user_id)
+        if user is None:
+            body, status, headers = _selling.unauthenticated()
+        else:
+            body, status, headers = await getattr(self, name)(request, self._client(request), user)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def products(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        ids = _selling.plan_ids(request.query_params.get("plan_ids"))
+        return await _selling_call(client, user, "products", lambda c: c.products.list(ids))
+
+    async def checkout(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _selling.invalid('Send a JSON object: {"price_id": "..."}.')
+        arguments = _selling.checkout_arguments(body, await _details_of(self.customer_details, user))
+        if isinstance(arguments, str):
+            return _selling.invalid(arguments)
+        price_id = arguments.pop("price_id")
+        return await _selling_call(
+            client, user, "checkout", lambda c: c.checkout.create(price_id, **arguments), status=201
+        )
+
+    async def checkout_status(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        session_id = request.path_params["session_id"]
+        return await _selling_call(client, user, "checkout status", lambda c: c.checkout.status(session_id))
+
+    async def confirm_free(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        session_id = request.path_params["session_id"]
+        return await _selling_call(
+            client, user, "confirm-free", lambda c: c.checkout.confirm_free(session_id)
+        )
+
+    async def portal(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        return await _selling_call(client, user, "portal", lambda c: c.portal.create(), status=201)
+
+    async def state(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        return await _selling_call(client, user, "state", lambda c: c.state())
+
+    async def feature(self, request: Request, client: AsyncBillingOS, user: str) -> _selling.Answer:
+        feature_key = request.path_params["feature_key"]
+        return await _selling_call(client, user, "feature check", lambda c: c.entitlements.check(feature_key))
+
+
+_SELLING_ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    # (handler, method, path, summary)
+    ("products", "GET", "/products", "The pricing page: products, prices, features, current plan"),
+    ("checkout", "POST", "/checkout", "Start a checkout of a price for the signed-in user"),
+    ("checkout_status", "GET", "/checkout/{session_id}", "A checkout, with its subscription once complete"),
+    ("confirm_free", "POST", "/checkout/{session_id}/confirm-free", "Complete a checkout of a free price"),
+    ("portal", "POST", "/portal", "Open a billing-portal session for the signed-in user"),
+    ("state", "GET", "/state", "The signed-in user's customer and granted features"),
+    ("feature", "GET", "/features/{feature_key}", "Whether the signed-in user may use a feature"),
+)
+
+
+def billing_router(
+    authenticate: Callable[..., Any],
+    *,
+    prefix: str = "/billingos",
+    customer_details: CustomerDetails | None = None,
+    client: AsyncBillingOS | None = None,
+    include_in_schema: bool = True,
+    tags: Sequence[str] = ("billing",),
+) -> APIRouter:
+    """A router selling from your server: pricing, checkout, portal, state and feature checks of the
+    signed-in user, for a front end that holds no BillingOS token (React SDK: ``usePricingTable``,
+    ``useCheckout``, ``usePortal``, ``useCustomer``, ``useFeature``).
+
+    Each route calls ``client.as_customer(user)`` (:meth:`~billingos.AsyncBillingOS.as_customer`),
+    whose session token is minted once per user and reused from the client's cache.
+
+    Routes (under ``prefix``):
+
+    ======  ==================================  ===========================================  ======
+    method  path                                SDK call                                     answer
+    ======  ==================================  ===========================================  ======
+    GET     ``/products?plan_ids=a,b``          ``products.list(plan_ids)``                  200
+    POST    ``/checkout``                       ``checkout.create(price_id, ...)``           201
+    GET     ``/checkout/{session_id}``          ``checkout.status(session_id)``              200
+    POST    ``/checkout/{session_id}/confirm-free``  ``checkout.confirm_free(session_id)``   200
+    POST    ``/portal``                         ``portal.create()``                          201
+    GET     ``/state``                          ``state()``                                  200
+    GET     ``/features/{feature_key}``         ``entitlements.check(feature_key)``          200
+    ======  ==================================  ===========================================  ======
+
+    ``POST /checkout`` takes ``{"price_id", "existing_subscription_id"?, "success_url"?,
+    "cancel_url"?}``; any other field is a 400. The customer's email, name and metadata come from
+    ``customer_details``, never from the browser (on the public backend an email that belongs to
+    another customer moves that customer's record to this user).
+
+    Args:
+        authenticate: your own authentication, as for :func:`session_token_route`: returns the
+            signed-in user's id (the customer's ``external_id``) or ``None`` (401).
+        prefix: where the routes are mounted (default ``/billingos``).
+        customer_details: ``details(user_id) -> {"email": ..., "name": ..., "metadata": ...}`` (sync
+            or async; any key may be left out), used by ``POST /checkout``. Give the email: on the
+            public backend a second customer without one fails the checkout.
+        client: call with this client instead of the one :func:`billingos_lifespan` opened.
+        include_in_schema: list the routes in the OpenAPI schema.
+        tags: the OpenAPI tags of the routes.
+
+    Answers: the SDK model as JSON (snake_case; dates ISO-8601), with ``Cache-Control: no-store``.
+    Errors: 401 ``unauthenticated``, 400 ``invalid_request`` (a refused body, or BillingOS's 400 such
+    as a missing Stripe connection), 404 ``not_found`` (BillingOS's message, e.g. a portal before any
+    checkout), 503 ``billingos_unavailable``, 502 ``billingos_error``; the body is
+    ``{"detail": {"error", "message", "request_id"}}``. ``GET /features/{key}`` answers 200 with
+    ``has_access`` false rather than 403 (it is a question, not a gate: use
+    :class:`RequireEntitlement` to gate a route).
+
+    Example::
+
+        async def current_user(request: Request) -> str | None:
+            return request.session.get("user_id")
+
+        async def details(user_id: str) -> dict[str, str]:
+            user = await users.get(user_id)
+            return {"email": user.email, "name": user.name}
+
+        app.include_router(billing_router(current_user, customer_details=details))
+    """
+    selling = _Selling(customer_details, client)
+    user_dependency = _guarded(_as_dependency(authenticate, "authenticate"))
+    router = APIRouter(prefix=prefix.rstrip("/"), tags=list(tags))
+    for name, method, route_path, summary in _SELLING_ROUTES:
+        router.add_api_route(
+            route_path,
+            _selling_endpoint(selling, name, user_dependency),
+            methods=[method],
+            response_model=None,
+            include_in_schema=include_in_schema,
+            summary=summary,
+            name=f"billingos_{name}",
+        )
+    return router
+
+
+def _selling_endpoint(
+    selling: _Selling, name: str, user_dependency: Callable[..., Any]
+) -> Callable[..., Any]:
+    async def endpoint(request: Request, user_id: Any = Depends(user_dependency)) -> Response:  # noqa: B008
+        return await selling.answer(name, request, user_id)
+
+    endpoint.__name__ = endpoint.__qualname__ = f"billingos_{name}"
+    return endpoint
+
+
+def billing_starlette_routes(
+    authenticate: Callable[..., Any],
+    *,
+    prefix: str = "/billingos",
+    customer_details: CustomerDetails | None = None,
+    client: AsyncBillingOS | None = None,
+) -> list[Route]:
+    """The Starlette version of :func:`billing_router`: ``Route`` objects for ``Starlette(routes=[...])``.
+
+    ``authenticate`` is called with the ``Request`` (or with nothing), sync or async, as for
+    :func:`session_token_starlette_route`; same routes, answers and errors as :func:`billing_router`.
+
+    Example::
+
+        app = Starlette(
+            routes=[*billing_starlette_routes(current_user, customer_details=details)],
+            lifespan=billingos_lifespan(AsyncBillingOS, recorder=False),
+        )
+    """
+    selling = _Selling(customer_details, client)
+    if not callable(authenticate):
+        raise TypeError(f"authenticate must be a callable, not {type(authenticate).__name__}")
+    with_request = _takes_the_request(_signature(authenticate))
+    if with_request is None:
+        raise TypeError("authenticate must take the Request as its only parameter (or no parameter)")
+
+    def endpoint_for(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                user_id = await _call_with_request(authenticate, request, with_request)
+            except StarletteHTTPException:
+                raise
+            except Exception as exc:
+                _logger.info("authenticate raised %s: %s; answering 401", type(exc).__name__, exc)
+                user_id = None
+            return await selling.answer(name, request, user_id)
+
+        return endpoint
+
+    base = prefix.rstrip("/")
+    return [
+        Route(base + route_path, endpoint_for(name), methods=[method], name=f"billingos_{name}")
+        for name, method, route_path, _ in _SELLING_ROUTES
+    ]

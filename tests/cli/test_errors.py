@@ -100,7 +100,19 @@ def test_help_documents_the_exit_codes_and_hides_the_key(sandbox: Sandbox) -> No
     check = sandbox.run("check", "--help")
 
     assert top.status == 0
-    for command in ("check", "track", "metrics", "token", "customers", "demo", "mock"):
+    for command in (
+        "check",
+        "track",
+        "metrics",
+        "token",
+        "customers",
+        "products",
+        "checkout",
+        "portal",
+        "state",
+        "demo",
+        "mock",
+    ):
         assert f"\n  {command} " in top.out
     assert "Exit status:" in top.out
     for status in ("0", "1", "2", "3", "4", "130"):

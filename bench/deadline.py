@@ -4,7 +4,7 @@ Paired batches, interleaved: timeout=30 (a number: whole-attempt deadline) again
 timeout=httpx2.Timeout(30) (per phase: no deadline), over
 - mock: an httpx2.MockTransport client (no network): the deadline's own cost;
 - loopback: a raw keep-alive HTTP/1.1 server in a thread (own loop), both backends.
-Usage: .venv/bin/python tests/hardening/bench_deadline.py [asyncio|trio] [calls]   (CPU time per call)
+Usage: python -m bench.deadline [asyncio|trio] [calls]   (CPU time per call; not a `python -m bench` scenario)
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, IterState, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ._errors import BillingOSError, NetworkError, RateLimitError, ServerError
 
@@ -123,7 +123,7 @@ class RetryPolicy:
                 assert exc is not None
                 on_retry(exc, state.attempt_number + 1, state.next_action.sleep)
 
-        retrying = AsyncRetrying(
+        retrying = _TaskRetrying(
             stop=stop_after_attempt(max_retries),
             wait=wait_for,
             retry=retry_if_exception(lambda e: self.should_retry(e, retry_safe=retry_safe)),
@@ -132,6 +132,31 @@ class RetryPolicy:
             reraise=True,
         )
         return await retrying(retry)
+
+
+class _TaskRetrying(AsyncRetrying):
+    """tenacity's ``AsyncRetrying`` with its state kept on the object instead of in a thread-local.
+
+    tenacity keeps a retry loop's statistics and iteration state per thread. An SDK call is one asyncio
+    task, but the blocking client's shared loop is run by whichever calling thread is free, so a task
+    that waits between two attempts may resume on another thread: the thread-local then has no
+    state (``KeyError: 'idle_for'``, a fresh iteration). One object serves one call, never two threads
+    at once, so plain attributes are right here.
+    """
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] | None = self.__dict__.get("_task_statistics")
+        if stats is None:
+            stats = self.__dict__["_task_statistics"] = {}
+        return stats
+
+    @property
+    def iter_state(self) -> IterState:
+        state: IterState | None = self.__dict__.get("_task_iter_state")
+        if state is None:
+            state = self.__dict__["_task_iter_state"] = IterState()
+        return state
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:

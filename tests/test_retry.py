@@ -766,3 +766,48 @@ async def test_read_timeouts_that_exhaust_the_retries_raise_request_timeout_erro
     with pytest.raises(RequestTimeoutError):
         await GET.call(billing)
     assert route.call_count == 4
+
+
+def test_a_retry_loop_resumed_on_another_thread_keeps_its_state() -> None:
+    """The blocking client's shared loop is run by whichever calling thread is free, so a call waiting
+    between attempts can resume on another thread. tenacity keeps its state in a thread-local; the
+    policy's loop keeps it on the call (regression: ``KeyError: 'idle_for'`` under 8 threads)."""
+
+    loop = asyncio.new_event_loop()
+    waits: list[asyncio.Future[None]] = []
+
+    async def sleep(_seconds: float) -> None:
+        waits.append(loop.create_future())
+        await waits[-1]  # the loop stops here; another thread resumes it
+
+    attempts: list[str] = []
+
+    async def attempt(number: int) -> str:
+        attempts.append(threading.current_thread().name)
+        if number < 3:
+            raise NetworkError("connection reset", code="network_error")
+        return "ok"
+
+    policy = RetryPolicy(sleep=sleep)
+    task = loop.create_task(policy.call(attempt, max_retries=3, retry_safe=True))
+
+    def drive_until_waiting() -> None:
+        loop.call_soon(loop.stop)  # one pass: runs the task to its next wait
+        loop.run_forever()
+        while not task.done() and (not waits or waits[-1].done()):
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+
+    try:
+        for name in ("first", "second", "third", "fourth"):
+            if task.done():
+                break
+            if waits and not waits[-1].done():
+                waits[-1].set_result(None)
+            worker = threading.Thread(target=drive_until_waiting, name=name)
+            worker.start()
+            worker.join()
+        assert task.result() == "ok"
+    finally:
+        loop.close()
+    assert attempts == ["first", "second", "third", "fourth"]  # each attempt on another thread

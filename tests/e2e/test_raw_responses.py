@@ -338,3 +338,22 @@ async def test_no_secret_in_a_raw_response_repr(
     for text in (repr(raw), str(raw), repr(billing.client.with_raw_response.customers)):
         assert fake.secret_key not in text
         assert token not in text
+
+
+async def test_raw_calls_from_many_threads_each_report_their_own_response(
+    fake: FakeBillingOS, url: str, policy: RetryPolicy, seeded: Seeded
+) -> None:
+    # Blocking calls from several threads share one loop: run there by the caller or handed over to it.
+    with BillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:
+
+        def call(n: int) -> tuple[str, str]:
+            if n % 2:
+                billing.usage.metrics("user_42")  # plain calls in between must not be captured
+            raw = billing.usage.with_raw_response.metrics("user_42")
+            return raw.request_id, raw.parse().customer_id
+
+        results = await asyncio.gather(*(asyncio.to_thread(call, n) for n in range(16)))
+    ids = [request_id for request_id, _ in results]
+    assert len(set(ids)) == 16
+    assert set(ids) <= {r.request_id for r in fake.requests_to("GET /v1/usage/metrics")}
+    assert len(fake.requests_to("GET /v1/usage/metrics")) == 24

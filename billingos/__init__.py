@@ -15,7 +15,7 @@ Everything public is exported here; every other module is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import AsyncBillingOS
+from ._client import AsyncBillingOS, AsyncBillingOSWithRawResponse
 from ._errors import (
     AuthenticationError,
     AuthorizationError,
@@ -60,8 +60,20 @@ from ._models import (
     UsageRecord,
     UsageSnapshot,
 )
-from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._resources import (
+    AsyncCustomers,
+    AsyncCustomersWithRawResponse,
+    AsyncEntitlements,
+    AsyncEntitlementsWithRawResponse,
+    AsyncSessionTokens,
+    AsyncSessionTokensWithRawResponse,
+    AsyncSubscriptions,
+    AsyncSubscriptionsWithRawResponse,
+    AsyncUsage,
+    AsyncUsageWithRawResponse,
+)
 from ._resources._base import AsyncPaginator
+from ._response import RateLimit, RawResponse
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -85,18 +97,24 @@ if TYPE_CHECKING:
     )
     from ._sync import (
         BillingOS,
+        BillingOSWithRawResponse,
         CustomerCheckout,
         CustomerEntitlements,
         CustomerPortal,
         CustomerProducts,
         Customers,
         CustomerSession,
+        CustomersWithRawResponse,
         CustomerUsage,
         Entitlements,
+        EntitlementsWithRawResponse,
         Paginator,
         SessionTokens,
+        SessionTokensWithRawResponse,
         Subscriptions,
+        SubscriptionsWithRawResponse,
         Usage,
+        UsageWithRawResponse,
     )
 
 # Loaded on first use: an async service never needs the blocking facade (and its loop-thread
@@ -118,6 +136,12 @@ _LAZY = {
     "CacheStats": "._cache",
     "EntitlementCache": "._cache",
     "BillingOS": "._sync",
+    "BillingOSWithRawResponse": "._sync",
+    "CustomersWithRawResponse": "._sync",
+    "EntitlementsWithRawResponse": "._sync",
+    "SessionTokensWithRawResponse": "._sync",
+    "SubscriptionsWithRawResponse": "._sync",
+    "UsageWithRawResponse": "._sync",
     "Customers": "._sync",
     "Entitlements": "._sync",
     "Paginator": "._sync",
@@ -148,6 +172,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncBillingOS",
+    "AsyncBillingOSWithRawResponse",
     "AsyncCustomerCheckout",
     "AsyncCustomerEntitlements",
     "AsyncCustomerPortal",
@@ -155,16 +180,22 @@ __all__ = [
     "AsyncCustomerSession",
     "AsyncCustomerUsage",
     "AsyncCustomers",
+    "AsyncCustomersWithRawResponse",
     "AsyncEntitlements",
+    "AsyncEntitlementsWithRawResponse",
     "AsyncPaginator",
     "AsyncSessionTokens",
+    "AsyncSessionTokensWithRawResponse",
     "AsyncSubscriptions",
+    "AsyncSubscriptionsWithRawResponse",
     "AsyncUsage",
+    "AsyncUsageWithRawResponse",
     "AuthenticationError",
     "AuthorizationError",
     "BillingAddress",
     "BillingOS",
     "BillingOSError",
+    "BillingOSWithRawResponse",
     "CacheStats",
     "Catalog",
     "CatalogProduct",
@@ -184,11 +215,13 @@ __all__ = [
     "CustomerState",
     "CustomerUsage",
     "Customers",
+    "CustomersWithRawResponse",
     "DeadLetter",
     "Entitlement",
     "EntitlementCache",
     "EntitlementReason",
     "Entitlements",
+    "EntitlementsWithRawResponse",
     "FeatureType",
     "GrantedFeature",
     "NetworkError",
@@ -200,7 +233,9 @@ __all__ = [
     "PriceInterval",
     "ProductFeature",
     "QuotaExceededError",
+    "RateLimit",
     "RateLimitError",
+    "RawResponse",
     "RecorderFullError",
     "RecorderOptions",
     "RecorderStats",
@@ -211,9 +246,11 @@ __all__ = [
     "ServerError",
     "SessionToken",
     "SessionTokens",
+    "SessionTokensWithRawResponse",
     "Subscription",
     "SubscriptionStatus",
     "Subscriptions",
+    "SubscriptionsWithRawResponse",
     "SyncUsageRecorder",
     "Usage",
     "UsageMetric",
@@ -221,6 +258,7 @@ __all__ = [
     "UsageRecord",
     "UsageRecorder",
     "UsageSnapshot",
+    "UsageWithRawResponse",
     "ValidationError",
     "__version__",
 ]

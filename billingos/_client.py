@@ -22,17 +22,29 @@ from ._config import (
 )
 from ._errors import ValidationError
 from ._http import Requester, Transport
-from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
-from ._resources._base import Unpack
+from ._resources import (
+    AsyncCustomers,
+    AsyncCustomersWithRawResponse,
+    AsyncEntitlements,
+    AsyncEntitlementsWithRawResponse,
+    AsyncSessionTokens,
+    AsyncSessionTokensWithRawResponse,
+    AsyncSubscriptions,
+    AsyncSubscriptionsWithRawResponse,
+    AsyncUsage,
+    AsyncUsageWithRawResponse,
+)
+from ._resources._base import RequestOptions, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Self
 
     from ._cache import EntitlementCache
     from ._customer_session import AsyncCustomerSession, CustomerArguments
     from ._recorder import RecorderOptions, UsageRecorder
+    from ._response import RawResponse
     from ._tokens import TokenCache
 
 P = ParamSpec("P")
@@ -216,6 +228,62 @@ class AsyncBillingOS:
     track_usage = _Shortcut("usage", AsyncUsage.track)
     """Shortcut for ``usage.track`` (Node: ``trackUsage``)."""
 
+    @property
+    def with_raw_response(self) -> AsyncBillingOSWithRawResponse:
+        """Every resource's methods and the shortcuts, each returning a :class:`RawResponse`.
+
+        ``billing.with_raw_response.customers`` is ``billing.customers.with_raw_response``.
+
+        Example::
+
+            raw = await billing.with_raw_response.check_entitlement("user_42", "api_calls")
+            print(raw.status_code, raw.rate_limit, raw.parse().has_access)
+        """
+        return AsyncBillingOSWithRawResponse(self)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        **options: Unpack[RequestOptions],
+    ) -> RawResponse[Any]:
+        """Call any BillingOS route, through the SDK's own request path: the escape hatch.
+
+        The request goes to ``api_url + path`` with the secret key, a fresh ``X-Request-Id``, the
+        client's timeouts, retries, error mapping, logging and response-size limit, as every other
+        call. ``parse()`` of the result is the decoded JSON body (``None`` for an empty one).
+
+        Args:
+            method: ``"GET"``, ``"POST"``, ``"PUT"``, ``"PATCH"`` or ``"DELETE"`` (any case).
+            path: a path under ``api_url``, starting with ``/`` (``"/v1/usage/metrics"``). A full URL,
+                ``?``, ``#``, CR/LF and ``.``/``..`` segments are refused; the query goes in ``params``.
+            params: query parameters; ``None`` values are left out, booleans sent as ``true``/``false``.
+            json: the JSON body (any JSON value; ``None``: no body), at most 100 000 bytes encoded.
+            idempotent: say that repeating this POST, PUT or PATCH is harmless, so it is retried after a
+                lost response as GET and DELETE always are. Default: retried only when the server
+                cannot have run it (connection refused, 429, 502/503/504 before it was sent).
+            **options: ``timeout``, ``max_retries``, ``extra_headers``, as for every call.
+
+        Raises:
+            ValidationError: a bad argument (before sending), or the server's 400/422.
+            BillingOSError: the same exceptions as any other call, for an error status or no response.
+
+        Example::
+
+            raw = await billing.request("GET", "/v1/usage/metrics", params={"customer_id": "user_42"})
+            for metric in raw.parse()["metrics"]:
+                print(metric["feature_key"], metric["consumed"])
+        """
+        from ._raw_request import send  # on use: most programs never leave the wrapped routes
+
+        return await send(
+            self._requester, method, path, params=params, json=json, idempotent=idempotent, options=options
+        )
+
     # -- configuration -----------------------------------------------------------------------
 
     @property
@@ -366,3 +434,40 @@ class AsyncBillingOS:
             f"<AsyncBillingOS environment={settings.environment!r} api_url={settings.api_url!r} "
             f"secret_key={settings.secret_key.masked!r}>"
         )
+
+
+class AsyncBillingOSWithRawResponse:
+    """``billing.with_raw_response``: the resources' ``with_raw_response`` proxies and the shortcuts.
+
+    Example::
+
+        raw = await billing.with_raw_response.track_usage("user_42", "api_calls", 3)
+        print(raw.status_code, raw.parse().usage)
+    """
+
+    __slots__ = ("customers", "entitlements", "session_tokens", "subscriptions", "usage")
+
+    session_tokens: AsyncSessionTokensWithRawResponse
+    """``billing.session_tokens.with_raw_response``."""
+    entitlements: AsyncEntitlementsWithRawResponse
+    """``billing.entitlements.with_raw_response``."""
+    usage: AsyncUsageWithRawResponse
+    """``billing.usage.with_raw_response``."""
+    customers: AsyncCustomersWithRawResponse
+    """``billing.customers.with_raw_response``."""
+    subscriptions: AsyncSubscriptionsWithRawResponse
+    """``billing.subscriptions.with_raw_response``."""
+
+    def __init__(self, client: AsyncBillingOS) -> None:
+        self.session_tokens = client.session_tokens.with_raw_response
+        self.entitlements = client.entitlements.with_raw_response
+        self.usage = client.usage.with_raw_response
+        self.customers = client.customers.with_raw_response
+        self.subscriptions = client.subscriptions.with_raw_response
+
+    create_session_token = _Shortcut("session_tokens", AsyncSessionTokensWithRawResponse.create)
+    """``session_tokens.with_raw_response.create``."""
+    check_entitlement = _Shortcut("entitlements", AsyncEntitlementsWithRawResponse.check)
+    """``entitlements.with_raw_response.check`` (always asks BillingOS: no entitlement cache)."""
+    track_usage = _Shortcut("usage", AsyncUsageWithRawResponse.track)
+    """``usage.with_raw_response.track``."""

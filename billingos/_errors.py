@@ -9,7 +9,7 @@
     ├── AuthorizationError              403: the key may not do this
     ├── NotFoundError                   404
     ├── ConflictError                   409: e.g. a customer's email or external id is taken
-    ├── RateLimitError                  429: ``retry_after`` says when to try again
+    ├── RateLimitError                  429: ``retry_after`` says when to try again, ``rate_limit`` the window
     ├── ServerError                     5xx (``status_code`` keeps the real status)
     ├── NetworkError                    no response: DNS, refused, reset, TLS, ...
     │   └── RequestTimeoutError         a connect/read/write/pool timeout
@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx2
+
+from ._response import RateLimit
 
 __all__ = [
     "AuthenticationError",
@@ -145,11 +147,28 @@ class RateLimitError(BillingOSError):
 
     Attributes:
         retry_after: seconds the server asked to wait, or ``None`` when it did not say.
+        rate_limit: the :class:`RateLimit` of the ``X-RateLimit-*`` headers (``limit``,
+            ``remaining``, ``reset_seconds``), or ``None`` when the response carried none.
+
+    Example::
+
+        try:
+            await billing.customers.get("cus_1")
+        except billingos.RateLimitError as exc:
+            print(exc.retry_after, exc.rate_limit)   # e.g. 12.0 RateLimit(limit=100, remaining=0, ...)
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limit: RateLimit | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
 
 
 class ServerError(BillingOSError):

@@ -47,6 +47,7 @@ from ._errors import (
     ValidationError,
 )
 from ._loops import in_event_loop, running_asyncio_loop
+from ._response import CAPTURE, RateLimit
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import (
     ACCEPT_ENCODING,
@@ -285,6 +286,7 @@ class Requester:
         retry_safe: bool | None = None,
         ok_on_retry: frozenset[int] = frozenset(),
         authorization: str | None = None,
+        content: bytes | None = None,
     ) -> T:
         """Send one logical call (with its retries) and return ``decode(json_body)``.
 
@@ -297,6 +299,7 @@ class Requester:
         have reached the server only when the caller says repeating it is harmless.
         ``ok_on_retry`` lists statuses that mean success when they answer a *retry*: a DELETE whose
         first response was lost gets 404 the second time because the first one worked.
+        ``content`` is a JSON body already encoded (``billing.request``), sent instead of ``body``.
         """
         # ``closed``, a plain attribute: a caller's own client closed by its owner is found by the send
         # itself (httpx2 and aiohttp refuse it with RuntimeError, which _attempt reports the same way).
@@ -327,9 +330,9 @@ class Requester:
             if extra is not None:
                 headers.update(_check_extra_headers(extra))
                 request_id = headers["x-request-id"]
-        content = None
         if body is not None:
             content = _encode_body(body)
+        if content is not None:
             headers["content-type"] = "application/json"
         try:
             query = "?" + encode_query(params) if params else ""
@@ -352,12 +355,28 @@ class Requester:
                 may_have_run = may_have_run or getattr(exc, "_maybe_sent", True)
                 raise
 
-        reply = await self.policy.call(
-            attempt,
-            max_retries=max_retries,
-            retry_safe=retry_safe,
-            on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
-        )
+        capture = CAPTURE.get()
+        if capture is None:
+            reply = await self.policy.call(
+                attempt,
+                max_retries=max_retries,
+                retry_safe=retry_safe,
+                on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
+            )
+            return _decode(reply, call, decode)
+        # Inside a ``with_raw_response`` call: leave the final attempt's response (or error) behind.
+        try:
+            reply = await self.policy.call(
+                attempt,
+                max_retries=max_retries,
+                retry_safe=retry_safe,
+                on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
+            )
+        except BillingOSError as error:
+            capture.record(error.status_code, error.headers, error.request_id)
+            raise
+        headers = _headers(reply)
+        capture.record(reply.status_code, headers, headers.get("x-request-id") or call.request_id)
         return _decode(reply, call, decode)
 
     async def _attempt(self, call: _Call, retry_number: int, ok_on_retry: frozenset[int]) -> Reply:
@@ -495,9 +514,13 @@ def _check_extra_headers(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def _encode_body(body: Mapping[str, Any]) -> bytes:
-    compact = {k: v for k, v in body.items() if v is not None}
+    return encode_json({k: v for k, v in body.items() if v is not None})
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as a compact JSON body, refused (``ValidationError``) when not JSON or too large."""
     try:
-        content = json.dumps(compact, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        content = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except UnicodeEncodeError:
         raise _not_unicode("A request field") from None
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep to encode
@@ -559,6 +582,7 @@ def error_from_response(response: Reply, request_id: str) -> BillingOSError:
     }
     if cls is RateLimitError:
         kwargs["retry_after"] = parse_retry_after(response.headers.get("retry-after"))
+        kwargs["rate_limit"] = RateLimit.from_headers(response.headers)
     return cls(message, **kwargs)
 
 

@@ -66,7 +66,18 @@ from ._customer_session import (
 from ._errors import BillingOSError, ValidationError
 from ._loops import in_event_loop
 from ._models import Entitlement, Page
-from ._resources import AsyncCustomers, AsyncEntitlements, AsyncSessionTokens, AsyncSubscriptions, AsyncUsage
+from ._resources import (
+    AsyncCustomers,
+    AsyncCustomersWithRawResponse,
+    AsyncEntitlements,
+    AsyncEntitlementsWithRawResponse,
+    AsyncSessionTokens,
+    AsyncSessionTokensWithRawResponse,
+    AsyncSubscriptions,
+    AsyncSubscriptionsWithRawResponse,
+    AsyncUsage,
+    AsyncUsageWithRawResponse,
+)
 from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
@@ -735,6 +746,18 @@ class SessionTokens(_SyncBase):
 
     __slots__ = ()
     _resource = "session_tokens"
+
+    @property
+    def with_raw_response(self) -> SessionTokensWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` around its result.
+
+        Example::
+
+            raw = billing.session_tokens.with_raw_response.create("user_42")
+            print(raw.status_code, raw.rate_limit, raw.parse())
+        """
+        return SessionTokensWithRawResponse(self._facade)
+
     create = _Blocking(AsyncSessionTokens.create)
     revoke = _Blocking(AsyncSessionTokens.revoke)
 
@@ -775,6 +798,18 @@ class Entitlements(_SyncBase):
 
     __slots__ = ()
     _resource = "entitlements"
+
+    @property
+    def with_raw_response(self) -> EntitlementsWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` around its result.
+
+        Example::
+
+            raw = billing.entitlements.with_raw_response.check("user_42", "api_calls")
+            print(raw.status_code, raw.rate_limit, raw.parse())
+        """
+        return EntitlementsWithRawResponse(self._facade)
+
     check = _BlockingCheck(AsyncEntitlements.check)
 
 
@@ -783,6 +818,18 @@ class Usage(_SyncBase):
 
     __slots__ = ()
     _resource = "usage"
+
+    @property
+    def with_raw_response(self) -> UsageWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` around its result.
+
+        Example::
+
+            raw = billing.usage.with_raw_response.track("user_42", "api_calls")
+            print(raw.status_code, raw.rate_limit, raw.parse())
+        """
+        return UsageWithRawResponse(self._facade)
+
     track = _Blocking(AsyncUsage.track)
     metrics = _Blocking(AsyncUsage.metrics)
 
@@ -792,6 +839,18 @@ class Customers(_SyncBase):
 
     __slots__ = ()
     _resource = "customers"
+
+    @property
+    def with_raw_response(self) -> CustomersWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` around its result.
+
+        Example::
+
+            raw = billing.customers.with_raw_response.get("cus_1")
+            print(raw.status_code, raw.rate_limit, raw.parse())
+        """
+        return CustomersWithRawResponse(self._facade)
+
     create = _Blocking(AsyncCustomers.create)
     get = _Blocking(AsyncCustomers.get)
     get_by_external_id = _Blocking(AsyncCustomers.get_by_external_id)
@@ -805,12 +864,115 @@ class Subscriptions(_SyncBase):
 
     __slots__ = ()
     _resource = "subscriptions"
+
+    @property
+    def with_raw_response(self) -> SubscriptionsWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` around its result.
+
+        Example::
+
+            raw = billing.subscriptions.with_raw_response.get("sub_1")
+            print(raw.status_code, raw.rate_limit, raw.parse())
+        """
+        return SubscriptionsWithRawResponse(self._facade)
+
     create = _Blocking(AsyncSubscriptions.create)
     get = _Blocking(AsyncSubscriptions.get)
     list = _BlockingList(AsyncSubscriptions.list)
     update = _Blocking(AsyncSubscriptions.update)
     cancel = _Blocking(AsyncSubscriptions.cancel)
     reactivate = _Blocking(AsyncSubscriptions.reactivate)
+
+
+# -- raw responses (``with_raw_response``) --------------------------------------------------------
+
+
+class _RawPart(_SyncBase):
+    """A blocking ``with_raw_response`` proxy: its calls run the async proxy's, on the loop."""
+
+    __slots__ = ()
+
+    def _target(self, core: AsyncBillingOS, resource: str) -> Any:
+        return getattr(self._facade._view(core), resource).with_raw_response
+
+
+class SessionTokensWithRawResponse(_RawPart):
+    """``billing.session_tokens.with_raw_response`` (blocking): each method returns a :class:`RawResponse`."""
+
+    __slots__ = ()
+    _resource = "session_tokens"
+    create = _Blocking(AsyncSessionTokensWithRawResponse.create)
+    revoke = _Blocking(AsyncSessionTokensWithRawResponse.revoke)
+
+
+class EntitlementsWithRawResponse(_RawPart):
+    """``billing.entitlements.with_raw_response`` (blocking); ``check`` always asks BillingOS."""
+
+    __slots__ = ()
+    _resource = "entitlements"
+    check = _Blocking(AsyncEntitlementsWithRawResponse.check)
+
+
+class UsageWithRawResponse(_RawPart):
+    """``billing.usage.with_raw_response`` (blocking): each method returns a :class:`RawResponse`."""
+
+    __slots__ = ()
+    _resource = "usage"
+    track = _Blocking(AsyncUsageWithRawResponse.track)
+    metrics = _Blocking(AsyncUsageWithRawResponse.metrics)
+
+
+class CustomersWithRawResponse(_RawPart):
+    """``billing.customers.with_raw_response`` (blocking); ``list`` returns its first page's response."""
+
+    __slots__ = ()
+    _resource = "customers"
+    create = _Blocking(AsyncCustomersWithRawResponse.create)
+    get = _Blocking(AsyncCustomersWithRawResponse.get)
+    get_by_external_id = _Blocking(AsyncCustomersWithRawResponse.get_by_external_id)
+    update = _Blocking(AsyncCustomersWithRawResponse.update)
+    delete = _Blocking(AsyncCustomersWithRawResponse.delete)
+    list = _Blocking(AsyncCustomersWithRawResponse.list)
+
+
+class SubscriptionsWithRawResponse(_RawPart):
+    """``billing.subscriptions.with_raw_response`` (blocking); ``list`` returns its first page's response."""
+
+    __slots__ = ()
+    _resource = "subscriptions"
+    create = _Blocking(AsyncSubscriptionsWithRawResponse.create)
+    get = _Blocking(AsyncSubscriptionsWithRawResponse.get)
+    list = _Blocking(AsyncSubscriptionsWithRawResponse.list)
+    update = _Blocking(AsyncSubscriptionsWithRawResponse.update)
+    cancel = _Blocking(AsyncSubscriptionsWithRawResponse.cancel)
+    reactivate = _Blocking(AsyncSubscriptionsWithRawResponse.reactivate)
+
+
+class BillingOSWithRawResponse(_RawPart):
+    """``billing.with_raw_response`` (blocking): the resources' proxies and the shortcuts.
+
+    Example::
+
+        raw = billing.with_raw_response.check_entitlement("user_42", "api_calls")
+        print(raw.status_code, raw.rate_limit, raw.parse().has_access)
+    """
+
+    __slots__ = ("customers", "entitlements", "session_tokens", "subscriptions", "usage")
+
+    create_session_token = _Blocking(AsyncSessionTokensWithRawResponse.create, "session_tokens")
+    """``session_tokens.with_raw_response.create``."""
+    check_entitlement = _Blocking(AsyncEntitlementsWithRawResponse.check, "entitlements")
+    """``entitlements.with_raw_response.check`` (always asks BillingOS: no entitlement cache)."""
+    track_usage = _Blocking(AsyncUsageWithRawResponse.track, "usage")
+    """``usage.with_raw_response.track``."""
+
+    def __init__(self, facade: BillingOS) -> None:
+        super().__init__(facade)
+        self.session_tokens = SessionTokensWithRawResponse(facade)
+        self.entitlements = EntitlementsWithRawResponse(facade)
+        self.usage = UsageWithRawResponse(facade)
+        self.customers = CustomersWithRawResponse(facade)
+        self.subscriptions = SubscriptionsWithRawResponse(facade)
 
 
 # -- acting as a customer (``billing.as_customer``) -----------------------------------------------
@@ -1016,6 +1178,7 @@ class BillingOS(_SyncBase):
     """Shortcut for ``entitlements.check`` (Node: ``checkEntitlement``)."""
     track_usage = _Blocking(AsyncUsage.track, "usage")
     """Shortcut for ``usage.track`` (Node: ``trackUsage``)."""
+    request = _Blocking(AsyncBillingOS.request)
 
     def __init__(
         self,
@@ -1082,6 +1245,21 @@ class BillingOS(_SyncBase):
         self.usage = Usage(self)
         self.customers = Customers(self)
         self.subscriptions = Subscriptions(self)
+
+    def _target(self, core: AsyncBillingOS, resource: str) -> Any:
+        view = self._view(core)
+        return getattr(view, resource) if resource else view  # "": the client's own ``request``
+
+    @property
+    def with_raw_response(self) -> BillingOSWithRawResponse:
+        """Every resource's methods and the shortcuts, each returning a :class:`RawResponse`.
+
+        Example::
+
+            raw = billing.with_raw_response.track_usage("user_42", "api_calls")
+            print(raw.status_code, raw.rate_limit, raw.parse().usage)
+        """
+        return BillingOSWithRawResponse(self)
 
     def _view(self, core: AsyncBillingOS) -> AsyncBillingOS:
         """The core as this facade sees it: itself, or a ``with_options`` copy sharing its pool."""

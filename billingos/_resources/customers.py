@@ -13,6 +13,7 @@ from .._errors import ValidationError
 from .._http import path
 from .._models import BillingAddress, Customer, Page
 from ._base import AsyncPaginator, RequestOptions, Resource, Unpack
+from ._raw import RawList, RawMethod, RawProxy
 
 AddressInput = BillingAddress | Mapping[str, Any]
 SortBy = Literal["created_at", "email", "name"]
@@ -53,6 +54,19 @@ class AsyncCustomers(Resource):
     """``billing.customers``: create, read, update, delete and list customers."""
 
     __slots__ = ()
+
+    @property
+    def with_raw_response(self) -> AsyncCustomersWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` (status, headers, rate limit) around
+        its result.
+
+        Example::
+
+            raw = await billing.customers.with_raw_response.get("cus_1")
+            print(raw.status_code, raw.request_id, raw.rate_limit)
+            result = raw.parse()
+        """
+        return AsyncCustomersWithRawResponse(self)
 
     async def create(
         self,
@@ -173,6 +187,19 @@ class AsyncCustomers(Resource):
             )
 
         return AsyncPaginator(fetch)
+
+
+class AsyncCustomersWithRawResponse(RawProxy):
+    """``billing.customers.with_raw_response``: the methods of :class:`AsyncCustomers`,
+    each returning a :class:`RawResponse` (``list``: of its first page)."""
+
+    __slots__ = ()
+    create = RawMethod(AsyncCustomers.create)
+    get = RawMethod(AsyncCustomers.get)
+    get_by_external_id = RawMethod(AsyncCustomers.get_by_external_id)
+    update = RawMethod(AsyncCustomers.update)
+    delete = RawMethod(AsyncCustomers.delete)
+    list = RawList(AsyncCustomers.list)
 
 
 def _none(_: Any) -> None:

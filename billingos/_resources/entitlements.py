@@ -12,7 +12,9 @@ from .._convert import structurer
 from .._errors import NotFoundError, ValidationError
 from .._http import Requester
 from .._models import Entitlement, EntitlementReason
+from .._response import capturing
 from ._base import RequestOptions, Resource, Unpack
+from ._raw import RawMethod, RawProxy
 
 if TYPE_CHECKING:
     from .._cache import EntitlementCache
@@ -38,6 +40,19 @@ class AsyncEntitlements(Resource):
             cache._bind(settings.api_url, settings.secret_key)
         self._cache = cache
 
+    @property
+    def with_raw_response(self) -> AsyncEntitlementsWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` (status, headers, rate limit) around
+        its result.
+
+        Example::
+
+            raw = await billing.entitlements.with_raw_response.check("user_42", "api_calls")
+            print(raw.status_code, raw.request_id, raw.rate_limit)
+            result = raw.parse()
+        """
+        return AsyncEntitlementsWithRawResponse(self)
+
     async def check(
         self,
         customer_id: str,
@@ -57,7 +72,7 @@ class AsyncEntitlements(Resource):
         first caller's ``options``); while BillingOS is unavailable a recent answer is returned with
         ``stale=True``, or the cache's ``on_unavailable`` policy applies. ``cache=False`` skips all of
         that for this call: it asks BillingOS, raises its errors as they are, and stores the answer
-        so later cached checks see it.
+        so later cached checks see it. ``with_raw_response.check`` always behaves like ``cache=False``.
 
         Example::
 
@@ -75,7 +90,7 @@ class AsyncEntitlements(Resource):
         store = self._cache
         if store is None or self._requester.transport.closed:  # closed: let the request path say so
             return await self._fetch(customer_id, feature_key, options)
-        if not cache:
+        if not cache or capturing():  # a raw call reports a response: it always asks BillingOS
             ent = await self._fetch(customer_id, feature_key, options)
             store.put(customer_id, feature_key, ent)
             return ent
@@ -98,3 +113,11 @@ class AsyncEntitlements(Resource):
             return Entitlement(
                 feature_key=feature_key, has_access=False, reason=EntitlementReason.CUSTOMER_NOT_FOUND
             )
+
+
+class AsyncEntitlementsWithRawResponse(RawProxy):
+    """``billing.entitlements.with_raw_response``: the methods of :class:`AsyncEntitlements`,
+    each returning a :class:`RawResponse`."""
+
+    __slots__ = ()
+    check = RawMethod(AsyncEntitlements.check)

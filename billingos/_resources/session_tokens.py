@@ -11,6 +11,7 @@ from .. import _validate as check
 from .._http import path
 from .._models import TOKEN_PREFIX, SessionToken, decode_session_token
 from ._base import RequestOptions, Resource, Unpack
+from ._raw import RawMethod, RawProxy
 
 
 def _from_response(data: Any) -> SessionToken:
@@ -29,6 +30,19 @@ class AsyncSessionTokens(Resource):
     """``billing.session_tokens``: mint and revoke session tokens."""
 
     __slots__ = ()
+
+    @property
+    def with_raw_response(self) -> AsyncSessionTokensWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` (status, headers, rate limit) around
+        its result.
+
+        Example::
+
+            raw = await billing.session_tokens.with_raw_response.create("user_42")
+            print(raw.status_code, raw.request_id, raw.rate_limit)
+            result = raw.parse()
+        """
+        return AsyncSessionTokensWithRawResponse(self)
 
     async def create(
         self,
@@ -92,6 +106,15 @@ class AsyncSessionTokens(Resource):
             options=options,
             ok_on_retry=frozenset({404}),
         )
+
+
+class AsyncSessionTokensWithRawResponse(RawProxy):
+    """``billing.session_tokens.with_raw_response``: the methods of :class:`AsyncSessionTokens`,
+    each returning a :class:`RawResponse`."""
+
+    __slots__ = ()
+    create = RawMethod(AsyncSessionTokens.create)
+    revoke = RawMethod(AsyncSessionTokens.revoke)
 
 
 def _ignore(_: Any) -> None:

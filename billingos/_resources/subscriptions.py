@@ -11,6 +11,7 @@ from .._errors import ValidationError
 from .._http import path
 from .._models import Page, Subscription
 from ._base import AsyncPaginator, RequestOptions, Resource, Unpack
+from ._raw import RawList, RawMethod, RawProxy
 
 _decode_subscription = structurer(Subscription)
 _decode_page = structurer(Page[Subscription])
@@ -30,6 +31,19 @@ class AsyncSubscriptions(Resource):
     """
 
     __slots__ = ()
+
+    @property
+    def with_raw_response(self) -> AsyncSubscriptionsWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` (status, headers, rate limit) around
+        its result.
+
+        Example::
+
+            raw = await billing.subscriptions.with_raw_response.get("sub_1")
+            print(raw.status_code, raw.request_id, raw.rate_limit)
+            result = raw.parse()
+        """
+        return AsyncSubscriptionsWithRawResponse(self)
 
     async def create(
         self,
@@ -125,3 +139,16 @@ class AsyncSubscriptions(Resource):
         """Undo a scheduled cancel."""
         url = path("subscriptions", check.text("subscription_id", subscription_id), "reactivate")
         return await self._requester.request("POST", url, decode=_decode_subscription, options=options)
+
+
+class AsyncSubscriptionsWithRawResponse(RawProxy):
+    """``billing.subscriptions.with_raw_response``: the methods of :class:`AsyncSubscriptions`,
+    each returning a :class:`RawResponse` (``list``: of its first page)."""
+
+    __slots__ = ()
+    create = RawMethod(AsyncSubscriptions.create)
+    get = RawMethod(AsyncSubscriptions.get)
+    update = RawMethod(AsyncSubscriptions.update)
+    cancel = RawMethod(AsyncSubscriptions.cancel)
+    reactivate = RawMethod(AsyncSubscriptions.reactivate)
+    list = RawList(AsyncSubscriptions.list)

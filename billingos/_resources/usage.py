@@ -14,6 +14,7 @@ from .._errors import NotFoundError, QuotaExceededError
 from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
 from ._base import RequestOptions, Resource, Unpack
+from ._raw import RawMethod, RawProxy
 
 if TYPE_CHECKING:
     from .._cache import EntitlementCache
@@ -30,6 +31,19 @@ class AsyncUsage(Resource):
     def __init__(self, requester: Requester, cache: EntitlementCache | None = None) -> None:
         super().__init__(requester)
         self._cache = cache
+
+    @property
+    def with_raw_response(self) -> AsyncUsageWithRawResponse:
+        """The same methods, each returning a :class:`RawResponse` (status, headers, rate limit) around
+        its result.
+
+        Example::
+
+            raw = await billing.usage.with_raw_response.track("user_42", "api_calls", 3)
+            print(raw.status_code, raw.request_id, raw.rate_limit)
+            result = raw.parse()
+        """
+        return AsyncUsageWithRawResponse(self)
 
     async def track(
         self,
@@ -107,3 +121,12 @@ class AsyncUsage(Resource):
         return await self._requester.request(
             "GET", "/v1/usage/metrics", params=params, decode=_decode_metrics, options=options
         )
+
+
+class AsyncUsageWithRawResponse(RawProxy):
+    """``billing.usage.with_raw_response``: the methods of :class:`AsyncUsage`,
+    each returning a :class:`RawResponse`."""
+
+    __slots__ = ()
+    track = RawMethod(AsyncUsage.track)
+    metrics = RawMethod(AsyncUsage.metrics)

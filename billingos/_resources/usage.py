@@ -13,6 +13,7 @@ from .._convert import structurer
 from .._errors import NotFoundError, QuotaExceededError
 from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
+from .._tracing import traced
 from ._base import RequestOptions, Resource, Unpack
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class AsyncUsage(Resource):
         super().__init__(requester)
         self._cache = cache
 
+    @traced("usage.track")
     async def track(
         self,
         customer_id: str,
@@ -91,6 +93,7 @@ class AsyncUsage(Resource):
             self._cache.on_tracked(customer_id, feature_key, record)  # consume the cached quota locally
         return record
 
+    @traced("usage.metrics")
     async def metrics(
         self, customer_id: str, feature_key: str | None = None, **options: Unpack[RequestOptions]
     ) -> UsageMetrics:

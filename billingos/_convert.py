@@ -329,21 +329,19 @@ def _format(exc: BaseException, type_: type | None) -> str:
 # The dict form keeps the models' own attribute names, so the wire's camelCase renames and the nesting of
 # an entitlement's metadata are undone by a copy of the converter, made on first use.
 
-converter.register_unstructure_hook(datetime, datetime.isoformat)
-converter.register_unstructure_hook(_OpenEnum, lambda member: member.value)
-
 
 def _is_tuple(type_: Any) -> bool:
     return type_ is tuple or get_origin(type_) is tuple
-
-
-converter.register_unstructure_hook_func(_is_tuple, lambda value: [converter.unstructure(v) for v in value])
 
 
 @functools.cache
 def model_converter() -> cattrs.Converter:
     """The converter of the dict form: the wire converter without its wire renames."""
     conv = converter.copy()
+    # Only here: the wire converter's unstructure output stays as it was (the selling routes format it).
+    conv.register_unstructure_hook(datetime, datetime.isoformat)
+    conv.register_unstructure_hook(_OpenEnum, lambda member: member.value)
+    conv.register_unstructure_hook_func(_is_tuple, lambda value: [conv.unstructure(v) for v in value])
     conv.register_structure_hook_factory(_is_optional, lambda t: _optional_hook(t, conv))
     conv.register_structure_hook_factory(
         lambda t: (attrs.has(t) and t in _CAMEL_CASE) or t is Entitlement,

@@ -265,8 +265,46 @@ async def _check_rows(ctx: Context) -> list[Row]:
                 n,
             )
         ]
+        rows.append(await _tracing_row(ctx, billing, n))
     rows.append(await _openai_row(ctx, n))
     return rows
+
+
+TRACING_GOAL = Goal("<=", 1.05)
+
+
+async def _tracing_row(ctx: Context, billing: AsyncBillingOS, n: int) -> Row:
+    """Issue 14: ``check_entitlement`` with ``opentelemetry-api`` imported but no SDK tracer provider set
+    (every span would be a no-op) vs OpenTelemetry not imported at all; the SDK makes no span in either.
+
+    Both sides use the same client; the "absent" batch hides ``opentelemetry.trace`` from ``sys.modules``
+    while it runs, which is exactly what the SDK looks at."""
+    import sys
+
+    name = "tracing: opentelemetry-api without SDK / not imported"
+    try:
+        from opentelemetry import trace
+    except ImportError as exc:
+        return Row.skipped(name, f"opentelemetry-api not installed ({exc.name})")
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "a tracer provider is set"
+
+    async def absent() -> float:
+        module = sys.modules.pop("opentelemetry.trace")
+        try:
+            return await per_call_async(lambda: billing.check_entitlement("user_42", "api_calls"), n)
+        finally:
+            sys.modules["opentelemetry.trace"] = module
+
+    async def present() -> float:
+        return await per_call_async(lambda: billing.check_entitlement("user_42", "api_calls"), n)
+
+    times = await interleave_async({"present": present, "absent": absent}, ctx.reps)
+    return Row.measured(
+        name,
+        ratios(times["present"], times["absent"]),
+        goal=TRACING_GOAL,
+        note=f"API without SDK {median_us(times['present'])}, not imported {median_us(times['absent'])} per call",
+    )
 
 
 async def _openai_row(ctx: Context, n: int) -> Row:
@@ -338,8 +376,10 @@ async def _track_list_rows(ctx: Context) -> list[Row]:
 
 def run_check(ctx: Context) -> list[Row]:
     """1. ``check_entitlement`` through ``AsyncBillingOS`` vs bare httpx2 + ``json.loads`` + ``Entitlement``
-    by hand, over one canned in-process transport (goal SDK / raw ≤ 1.25); openai-python's
-    ``models.retrieve`` vs its raw client on the same kind of transport, as a peer reference."""
+    by hand, over one canned in-process transport (goal SDK / raw ≤ 1.25); the same call with
+    ``opentelemetry-api`` imported but no SDK vs not imported (goal ≤ 1.05: tracing costs nothing
+    measurable); openai-python's ``models.retrieve`` vs its raw client on the same kind of transport,
+    as a peer reference."""
     return asyncio.run(_check_rows(ctx))
 
 

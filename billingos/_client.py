@@ -36,6 +36,7 @@ from ._resources import (
 )
 from ._resources._base import RequestOptions, Unpack
 from ._retry import RetryPolicy
+from ._tracing import traced
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -241,6 +242,7 @@ class AsyncBillingOS:
         """
         return AsyncBillingOSWithRawResponse(self)
 
+    @traced("request")
     async def request(
         self,
         method: str,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._errors import ValidationError
 from ._models import (
     Catalog,
     CatalogProduct,
@@ -33,8 +35,10 @@ from ._models import (
     Entitlement,
     EntitlementReason,
     FeatureType,
+    Page,
     PortalSession,
     Price,
+    _Model,
     _OpenEnum,
 )
 
@@ -148,10 +152,10 @@ def _is_optional(type_: Any) -> bool:
     return get_origin(type_) in (Union, UnionType) and len(args) == 2 and type(None) in args
 
 
-def _optional_hook(type_: Any) -> Callable[[Any, Any], Any]:
+def _optional_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     # cattrs' generic Optional handling dispatches on the inner type at every call; bind it once.
     inner = next(a for a in get_args(type_) if a is not type(None))
-    hook = converter.get_structure_hook(inner)
+    hook = conv.get_structure_hook(inner)
 
     def structure_optional(value: Any, _: Any) -> Any:
         return None if value is None else hook(value, inner)
@@ -320,4 +324,79 @@ def _format(exc: BaseException, type_: type | None) -> str:
     )
 
 
-__all__ = ["FeatureType", "camel", "converter", "describe", "parse_datetime", "structurer"]
+# -- the model form: to_dict / to_json / from_dict (issue 14) ---------------------------------------
+# The same rules, read the other way: dates as ISO-8601 strings, enums as their values, tuples as lists.
+# The dict form keeps the models' own attribute names, so the wire's camelCase renames and the nesting of
+# an entitlement's metadata are undone by a copy of the converter, made on first use.
+
+
+def _is_tuple(type_: Any) -> bool:
+    return type_ is tuple or get_origin(type_) is tuple
+
+
+@functools.cache
+def model_converter() -> cattrs.Converter:
+    """The converter of the dict form: the wire converter without its wire renames."""
+    conv = converter.copy()
+    # Only here: the wire converter's unstructure output stays as it was (the selling routes format it).
+    conv.register_unstructure_hook(datetime, datetime.isoformat)
+    conv.register_unstructure_hook(_OpenEnum, lambda member: member.value)
+    conv.register_unstructure_hook_func(_is_tuple, lambda value: [conv.unstructure(v) for v in value])
+    conv.register_structure_hook_factory(_is_optional, lambda t: _optional_hook(t, conv))
+    conv.register_structure_hook_factory(
+        lambda t: (attrs.has(t) and t in _CAMEL_CASE) or t is Entitlement,
+        lambda t: make_dict_structure_fn(t, conv),
+    )
+    return conv
+
+
+def to_dict(model: object) -> Any:
+    """``model`` (or a dict or list of models) as JSON types, as ``Model.to_dict`` gives it."""
+    return model_converter().unstructure(model)
+
+
+class _Codec:
+    """What ``Model.to_dict``, ``to_json`` and ``from_dict`` call (installed on ``_models._Model``)."""
+
+    def to_dict(self, model: object) -> dict[str, Any]:
+        result: dict[str, Any] = to_dict(model)
+        return result
+
+    def to_json(self, model: object, indent: int | None) -> str:
+        return json.dumps(to_dict(model), indent=indent, ensure_ascii=False)
+
+    def from_dict(self, cls: type[T], data: Mapping[str, Any], item_type: type | None) -> T:
+        target: Any = cls
+        if cls is Page:
+            if item_type is None:
+                raise ValidationError(
+                    "Page.from_dict needs item_type, the model of its items: "
+                    "Page.from_dict(data, item_type=Customer).",
+                    code="invalid_argument",
+                )
+            target = Page[item_type]  # type: ignore[valid-type]
+        if not isinstance(data, Mapping):
+            raise ValidationError(
+                f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}.",
+                code="invalid_argument",
+            )
+        try:
+            result: T = model_converter().structure(dict(data), target)
+        except Exception as exc:  # whatever a malformed dict makes cattrs raise
+            raise ValidationError(f"Not a {cls.__name__}: {describe(exc)}", code="invalid_argument") from None
+        return result
+
+
+_Model._codec = _Codec()
+
+
+__all__ = [
+    "FeatureType",
+    "camel",
+    "converter",
+    "describe",
+    "model_converter",
+    "parse_datetime",
+    "structurer",
+    "to_dict",
+]

@@ -28,7 +28,7 @@ import attrs
 from . import _validate as check
 from ._convert import structurer
 from ._errors import AuthenticationError, BillingOSError, NotFoundError, ValidationError
-from ._http import Method, Requester, path
+from ._http import Method, Requester, route
 from ._models import (
     Catalog,
     CheckoutSession,
@@ -46,6 +46,7 @@ from ._models import (
 from ._resources._base import RequestOptions, Unpack
 from ._resources.entitlements import _decode_entitlement
 from ._tokens import TokenCache, TokenKey
+from ._tracing import traced
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -217,6 +218,7 @@ class AsyncCustomerSession:
         """True after :meth:`aclose`."""
         return self._closed
 
+    @traced("customer.state")
     async def state(self, **options: Unpack[RequestOptions]) -> CustomerState:
         """The customer, its granted features and (see below) subscriptions: ``GET /v1/customer/me``.
 
@@ -404,6 +406,7 @@ class AsyncCustomerProducts(_Part):
 
     __slots__ = ()
 
+    @traced("customer.products.list")
     async def list(self, plan_ids: Sequence[str] | None = None, **options: Unpack[RequestOptions]) -> Catalog:
         """The products on the pricing page, with prices, features and the customer's current plan.
 
@@ -438,6 +441,7 @@ class AsyncCustomerCheckout(_Part):
 
     __slots__ = ()
 
+    @traced("customer.checkout.create")
     async def create(
         self,
         price_id: str,
@@ -487,6 +491,7 @@ class AsyncCustomerCheckout(_Part):
             "POST", "/v1/checkout/create", body=body, decode=_checkout, options=options
         )
 
+    @traced("customer.checkout.status")
     async def status(self, session_id: str, **options: Unpack[RequestOptions]) -> CheckoutSession:
         """The checkout again, with ``subscription`` once there is one (``is_complete``).
 
@@ -496,9 +501,10 @@ class AsyncCustomerCheckout(_Part):
         Raises:
             NotFoundError: no such checkout.
         """
-        url = path("v1", "checkout", check.text("session_id", session_id), "status")
+        url = route("/v1/checkout/{session_id}/status", session_id=check.text("session_id", session_id))
         return await self._session._call("GET", url, decode=_checkout, options=options, token=False)
 
+    @traced("customer.checkout.confirm_free")
     async def confirm_free(self, session_id: str, **options: Unpack[RequestOptions]) -> Subscription:
         """Complete a checkout of a free price: the customer is subscribed now, no payment.
 
@@ -516,7 +522,7 @@ class AsyncCustomerCheckout(_Part):
             session = await customer.checkout.create(free_price.id)
             subscription = await customer.checkout.confirm_free(session.id)
         """
-        url = path("v1", "checkout", check.text("session_id", session_id), "confirm-free")
+        url = route("/v1/checkout/{session_id}/confirm-free", session_id=check.text("session_id", session_id))
         return await self._session._call(
             "POST", url, decode=_decode_subscription, options=options, retry_safe=True, token=False
         )
@@ -527,6 +533,7 @@ class AsyncCustomerPortal(_Part):
 
     __slots__ = ()
 
+    @traced("customer.portal.create")
     async def create(
         self, metadata: Mapping[str, Any] | None = None, **options: Unpack[RequestOptions]
     ) -> PortalSession:
@@ -555,6 +562,7 @@ class AsyncCustomerEntitlements(_Part):
 
     __slots__ = ()
 
+    @traced("customer.entitlements.check")
     async def check(self, feature_key: str, **options: Unpack[RequestOptions]) -> Entitlement:
         """Whether this customer may use ``feature_key`` now.
 
@@ -581,6 +589,7 @@ class AsyncCustomerEntitlements(_Part):
                 feature_key=feature_key, has_access=False, reason=EntitlementReason.CUSTOMER_NOT_FOUND
             )
 
+    @traced("customer.entitlements.list")
     async def list(self, **options: Unpack[RequestOptions]) -> list[CustomerEntitlement]:
         """Every feature granted to this customer, whatever the status of the granting subscription.
 
@@ -604,6 +613,7 @@ class AsyncCustomerUsage(_Part):
 
     __slots__ = ()
 
+    @traced("customer.usage.track")
     async def track(
         self,
         feature_key: str,
@@ -640,6 +650,7 @@ class AsyncCustomerUsage(_Part):
             "POST", "/v1/features/track-usage", body=body, decode=decode, options=options, retry_safe=True
         )
 
+    @traced("customer.usage.metrics")
     async def metrics(
         self, feature_key: str | None = None, **options: Unpack[RequestOptions]
     ) -> UsageMetrics:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import attrs
 import httpx2
 
-from . import _convert
+from . import _convert, _tracing
 from ._config import (
     Settings,
     TimeoutTypes,
@@ -94,6 +94,36 @@ def path(*segments: str) -> str:
     ``path("customers", "../admin")`` is ``/customers/..%2Fadmin``: no id can reach another route.
     """
     return "/" + "/".join(_segment(s) for s in segments)
+
+
+class _Route(str):
+    """A filled path that remembers its template (``/customers/{customer_id}``) for tracing."""
+
+    __slots__ = ("template",)
+    template: str
+
+
+def route(template: str, **values: str) -> str:
+    """``template`` with each ``{name}`` filled by ``values[name]``, each one segment (as :func:`path`).
+
+    The result is the path as a ``str``; its ``template`` attribute is what spans show instead of the
+    filled path, so that a customer id never reaches trace data.
+
+    Example::
+
+        route("/customers/{customer_id}", customer_id="cus_1")  # "/customers/cus_1"
+    """
+    filled = _Route(template.format_map({k: _segment(v) for k, v in values.items()}))
+    filled.template = template
+    return filled
+
+
+def opaque_route(url_path: str) -> str:
+    """A caller's own path (``billing.request``) whose template is ``{path}``: which of its segments
+    are ids is unknown, so spans show none of them."""
+    filled = _Route(url_path)
+    filled.template = "{path}"
+    return filled
 
 
 def _segment(value: str) -> str:
@@ -346,11 +376,15 @@ class Requester:
         call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id, as_customer)
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
+        traced = _tracing.CALL.get()  # tracing (issue 14): the call's span while OpenTelemetry records
 
         async def attempt(retry_number: int) -> Reply:
             nonlocal may_have_run
             try:
-                return await self._attempt(call, retry_number, ok_on_retry if may_have_run else frozenset())
+                sent = self._attempt(call, retry_number, ok_on_retry if may_have_run else frozenset())
+                if traced is not None:  # one span per attempt, a child of the call's (see _tracing)
+                    return await traced.attempt(sent, method, url_path, url, retry_number, call.request_id)
+                return await sent
             except (NetworkError, ServerError) as exc:
                 may_have_run = may_have_run or getattr(exc, "_maybe_sent", True)
                 raise

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Generic, TypeGuard, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeGuard, TypeVar
 
 import attrs
 
@@ -49,6 +49,59 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class _Codec(Protocol):
+    """What :class:`_Model` needs of the converter (``billingos._convert`` installs it on import)."""
+
+    def to_dict(self, model: object) -> dict[str, Any]: ...
+    def to_json(self, model: object, indent: int | None) -> str: ...
+    def from_dict(self, cls: type[T], data: Mapping[str, Any], item_type: type | None) -> T: ...
+
+
+class _Model:
+    """What every model has: ``to_dict``, ``to_json`` and ``from_dict``, all through the SDK's converter.
+
+    The dict form uses the models' own attribute names (snake_case, flat: not the wire's camelCase or
+    nesting), dates as ISO-8601 strings and enums as their values, so it is JSON as it is and
+    ``from_dict`` reads it back into an equal model. Nothing is masked: a ``SessionToken``'s token
+    and a ``CheckoutSession``'s ``client_secret`` are in it, as they are in the model.
+    """
+
+    __slots__ = ()
+    _codec: ClassVar[_Codec]
+    """Installed by ``billingos._convert`` (always imported with ``billingos``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """This model as plain JSON types: dates as ISO-8601 strings, enums as values, tuples as lists.
+
+        Example::
+
+            ent = await billing.entitlements.check("user_42", "api_calls")
+            json.dumps(ent.to_dict())  # {"feature_key": "api_calls", "has_access": true, ...}
+        """
+        return self._codec.to_dict(self)
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """This model as a JSON document (``to_dict`` encoded; ``indent`` as for ``json.dumps``).
+
+        Example::
+
+            cache.set(f"customer:{customer.id}", customer.to_json())
+        """
+        return self._codec.to_json(self, indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The model ``to_dict`` (or ``json.loads(to_json())``) made; equal to the one serialized.
+
+        Raises ``ValidationError`` (code ``invalid_argument``) when ``data`` does not describe one.
+
+        Example::
+
+            customer = Customer.from_dict(json.loads(cache.get(f"customer:{customer_id}")))
+        """
+        return cls._codec.from_dict(cls, data, None)
 
 
 class _OpenEnum(str, Enum):  # noqa: UP042 - str() must stay "Class.MEMBER", as it was
@@ -116,7 +169,7 @@ def _mask_token(token: str) -> str:
 
 
 @attrs.frozen
-class SessionToken:
+class SessionToken(_Model):
     """A short-lived token the front-end SDK uses on behalf of one of your users.
 
     ``expires_at`` is read from the token itself (the server's ``expiresAt`` field is broken on the
@@ -220,7 +273,7 @@ def _is_timestamp(value: object) -> TypeGuard[float]:
 
 
 @attrs.frozen
-class Entitlement:
+class Entitlement(_Model):
     """Whether a customer may use a feature right now.
 
     Example::
@@ -251,7 +304,7 @@ class Entitlement:
 
 
 @attrs.frozen
-class UsageSnapshot:
+class UsageSnapshot(_Model):
     """A customer's consumption of one quota feature in the current billing period."""
 
     consumed_units: float
@@ -262,7 +315,7 @@ class UsageSnapshot:
 
 
 @attrs.frozen
-class UsageRecord:
+class UsageRecord(_Model):
     """The result of tracking usage.
 
     ``idempotency_key`` is the key the SDK sent (yours, or the one it generated): replaying it
@@ -278,7 +331,7 @@ class UsageRecord:
 
 
 @attrs.frozen
-class UsageMetric:
+class UsageMetric(_Model):
     """Consumption of one feature in the current period."""
 
     feature_key: str
@@ -294,7 +347,7 @@ class UsageMetric:
 
 
 @attrs.frozen
-class UsageMetrics:
+class UsageMetrics(_Model):
     """Usage metrics of a customer, one entry per metered feature.
 
     ``external_user_id`` (your own user id) is filled in by the customer-scoped
@@ -307,7 +360,7 @@ class UsageMetrics:
 
 
 @attrs.frozen
-class BillingAddress:
+class BillingAddress(_Model):
     """A postal address. ``country`` is a two-letter ISO code."""
 
     street: str | None = None
@@ -318,7 +371,7 @@ class BillingAddress:
 
 
 @attrs.frozen
-class Customer:
+class Customer(_Model):
     """A customer of yours. ``external_id`` is your own user id, the one usage and entitlements use."""
 
     id: str
@@ -335,7 +388,7 @@ class Customer:
 
 
 @attrs.frozen
-class Subscription:
+class Subscription(_Model):
     """A customer's subscription to a price. ``amount`` is in cents of ``currency``."""
 
     id: str
@@ -358,7 +411,7 @@ class Subscription:
 
 
 @attrs.frozen
-class Page(Generic[T]):
+class Page(_Model, Generic[T]):
     """One page of a list, with the totals the server reports.
 
     Example::
@@ -372,6 +425,16 @@ class Page(Generic[T]):
     limit: int | None = None
     total: int | None = None
     total_pages: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], item_type: type | None = None) -> Self:
+        """A page read back from ``to_dict``; ``item_type`` is the model of its items (required).
+
+        Example::
+
+            page = Page.from_dict(json.loads(text), item_type=Customer)
+        """
+        return cls._codec.from_dict(cls, data, item_type)
 
     @property
     def next_page(self) -> int | None:
@@ -396,7 +459,7 @@ class PriceInterval(_OpenEnum):
 
 
 @attrs.frozen
-class GrantedFeature:
+class GrantedFeature(_Model):
     """A feature granted to the customer (``CustomerState.granted_features``).
 
     Every un-revoked grant is listed, whatever the status of the subscription that granted it.
@@ -410,7 +473,7 @@ class GrantedFeature:
 
 
 @attrs.frozen
-class CustomerState:
+class CustomerState(_Model):
     """What ``await customer.state()`` answers (``GET /v1/customer/me``).
 
     On the public BillingOS backend, ``active_subscriptions`` is **always empty** (a server bug: its
@@ -431,7 +494,7 @@ class CustomerState:
 
 
 @attrs.frozen
-class Price:
+class Price(_Model):
     """One price of a product on the pricing page. ``amount`` is in cents; 0 for a free price."""
 
     id: str
@@ -447,7 +510,7 @@ class Price:
 
 
 @attrs.frozen
-class ProductFeature:
+class ProductFeature(_Model):
     """A feature a product grants, as the pricing page shows it.
 
     ``properties`` are the feature's own (e.g. a default ``limit``), not the per-plan configuration:
@@ -462,7 +525,7 @@ class ProductFeature:
 
 
 @attrs.frozen
-class CatalogProduct:
+class CatalogProduct(_Model):
     """A product of the pricing page with its prices and features.
 
     ``is_current_plan`` is True for the product of the customer's current subscription;
@@ -480,7 +543,7 @@ class CatalogProduct:
 
 
 @attrs.frozen
-class CurrentSubscription:
+class CurrentSubscription(_Model):
     """The customer's newest ``active``, ``trialing`` or ``past_due`` subscription (``Catalog``).
 
     The public backend sends the *product* id where the price id belongs. The SDK repairs it: when
@@ -497,7 +560,7 @@ class CurrentSubscription:
 
 
 @attrs.frozen
-class Catalog:
+class Catalog(_Model):
     """What ``await customer.products.list()`` answers: the pricing page of one customer.
 
     Example::
@@ -512,7 +575,7 @@ class Catalog:
 
 
 @attrs.frozen
-class CheckoutProduct:
+class CheckoutProduct(_Model):
     """The product a checkout sells. ``features`` are the feature titles."""
 
     name: str
@@ -523,7 +586,7 @@ class CheckoutProduct:
 
 
 @attrs.frozen
-class CheckoutCustomer:
+class CheckoutCustomer(_Model):
     """The email and name the checkout was *created with* (not the stored customer's)."""
 
     email: str | None = None
@@ -531,7 +594,7 @@ class CheckoutCustomer:
 
 
 @attrs.frozen
-class CheckoutSubscription:
+class CheckoutSubscription(_Model):
     """The subscription a completed checkout created."""
 
     id: str
@@ -549,7 +612,7 @@ def _mask_secret(value: str) -> str:
 
 
 @attrs.frozen
-class CheckoutSession:
+class CheckoutSession(_Model):
     """A checkout: what ``checkout.create`` and ``checkout.status`` answer.
 
     ``client_secret`` is the Stripe PaymentIntent's client secret your front end confirms the payment
@@ -591,7 +654,7 @@ class CheckoutSession:
 
 
 @attrs.frozen
-class PortalSession:
+class PortalSession(_Model):
     """A billing-portal session: give ``id`` to your front end (the BillingOS portal component).
 
     The id itself is the credential of the portal (no other check), valid until ``expires_at``
@@ -606,7 +669,7 @@ class PortalSession:
 
 
 @attrs.frozen
-class CustomerEntitlement:
+class CustomerEntitlement(_Model):
     """A feature granted to the customer (``customer.entitlements.list()``).
 
     Every un-revoked grant is listed whatever its subscription's status: filter on

@@ -15,7 +15,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from ._errors import ValidationError
-from ._http import Method, Requester, RequestOptions, encode_json
+from ._http import Method, Requester, RequestOptions, encode_json, opaque_route
 from ._response import RawResponse, call_raw
 
 __all__ = ["send"]
@@ -107,7 +107,7 @@ async def send(
 ) -> RawResponse[Any]:
     """Check the arguments, send through ``requester`` and return the final response with its JSON."""
     verb = check_method(method)
-    url_path = check_path(path)
+    url_path = opaque_route(check_path(path))
     query = check_params(params)
     if idempotent is not True and idempotent is not False:
         raise _invalid(f"idempotent must be True or False, got {idempotent!r}.")

@@ -40,6 +40,7 @@ import attrs
 import httpx2
 from anyio.from_thread import BlockingPortal
 
+from . import _tracing
 from ._cache import EntitlementCache
 from ._client import AsyncBillingOS
 from ._config import (
@@ -773,7 +774,10 @@ class _BlockingCheck(_Blocking[P, T]):
         store = facade._entitlement_cache
         if store is None or facade._runner._closed:
             return None
-        return cast("T | None", _fresh_hit(store, args, kwargs))
+        hit = _fresh_hit(store, args, kwargs)
+        if hit is not None:  # answered in this thread: the async method (and its span) never runs
+            _tracing.local_cache_answer("entitlements.check")
+        return cast("T | None", hit)
 
 
 def _fresh_hit(store: EntitlementCache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entitlement | None:

@@ -23,6 +23,7 @@ LAZY = (
     "billingos._outbox",  # and sqlite3 with it (not listed: coverage loads it in measured children)
     "billingos.testing",
     "billingos._cli",
+    "opentelemetry",  # never imported by the SDK: spans are made only when the app imported it
 )
 
 

@@ -17,7 +17,6 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from .._convert import converter
 from .._errors import BillingOSError, QuotaExceededError, ValidationError
 from .._models import Customer, SessionToken
 from .._sync import BillingOS
@@ -323,7 +322,7 @@ def token_decode(token: str, as_json: bool) -> None:
     if token == "-":  # noqa: S105 (stdin, not a password)
         token = sys.stdin.read().strip()
     claims = SessionToken.decode(token)
-    doc = {**converter.unstructure(claims), "expired": claims.expired}
+    doc = {**claims.to_dict(), "expired": claims.expired}
     emit(as_json, doc, render.session_token(claims, decoded=True))
 
 

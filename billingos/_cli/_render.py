@@ -1,7 +1,8 @@
 """What the ``billingos`` commands print: one JSON document with ``--json``, short text otherwise.
 
-JSON is the model as the SDK's cattrs converter unstructures it (snake_case attributes, dates as
-ISO-8601 strings, enums as their strings). Text is for people: a line or an aligned table.
+JSON is the model's ``to_dict()`` (snake_case attributes, dates as ISO-8601 strings, enums as their
+values), so a script can read it back with ``Model.from_dict``. Text is for people: a line or an
+aligned table.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any
 
-from .._convert import converter
+from .._convert import to_dict
 from .._demo import table
 from .._models import (
     Catalog,
@@ -30,16 +30,8 @@ from .._models import (
 
 
 def to_json(value: Any) -> str:
-    """``value`` (a model, or a dict of models) as indented JSON, through the SDK's converter."""
-    return json.dumps(converter.unstructure(value), indent=2, default=_json_default)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    """``value`` (a model, or a dict of models) as indented JSON: each model as its ``to_dict()``."""
+    return json.dumps(to_dict(value), indent=2, ensure_ascii=False)
 
 
 def entitlement(customer: str, ent: Entitlement) -> str:

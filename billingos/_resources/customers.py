@@ -10,8 +10,9 @@ import attrs
 from .. import _validate as check
 from .._convert import structurer
 from .._errors import ValidationError
-from .._http import path
+from .._http import route
 from .._models import BillingAddress, Customer, Page
+from .._tracing import traced
 from ._base import AsyncPaginator, RequestOptions, Resource, Unpack
 from ._raw import RawList, RawMethod, RawProxy
 
@@ -68,6 +69,7 @@ class AsyncCustomers(Resource):
         """
         return AsyncCustomersWithRawResponse(self)
 
+    @traced("customers.create")
     async def create(
         self,
         email: str,
@@ -100,16 +102,19 @@ class AsyncCustomers(Resource):
             "POST", "/customers", body=body, decode=_decode_customer, options=options
         )
 
+    @traced("customers.get")
     async def get(self, customer_id: str, **options: Unpack[RequestOptions]) -> Customer:
         """Fetch a customer by BillingOS id. Raises ``NotFoundError`` when there is none."""
-        url = path("customers", check.text("customer_id", customer_id))
+        url = route("/customers/{customer_id}", customer_id=check.text("customer_id", customer_id))
         return await self._requester.request("GET", url, decode=_decode_customer, options=options)
 
+    @traced("customers.get_by_external_id")
     async def get_by_external_id(self, external_id: str, **options: Unpack[RequestOptions]) -> Customer:
         """Fetch a customer by your own user id. Raises ``NotFoundError`` when there is none."""
-        url = path("customers", "external", check.text("external_id", external_id))
+        url = route("/customers/external/{external_id}", external_id=check.text("external_id", external_id))
         return await self._requester.request("GET", url, decode=_decode_customer, options=options)
 
+    @traced("customers.update")
     async def update(
         self,
         customer_id: str,
@@ -136,17 +141,18 @@ class AsyncCustomers(Resource):
             raise ValidationError(
                 "customers.update needs at least one field to change.", code="invalid_argument"
             )
-        url = path("customers", check.text("customer_id", customer_id))
+        url = route("/customers/{customer_id}", customer_id=check.text("customer_id", customer_id))
         return await self._requester.request(
             "PATCH", url, body=body, decode=_decode_customer, options=options
         )
 
+    @traced("customers.delete")
     async def delete(self, customer_id: str, **options: Unpack[RequestOptions]) -> None:
         """Delete a customer (a soft delete that also cancels its subscriptions).
 
         A 404 answering a *retry* counts as success: the lost first attempt deleted it.
         """
-        url = path("customers", check.text("customer_id", customer_id))
+        url = route("/customers/{customer_id}", customer_id=check.text("customer_id", customer_id))
         await self._requester.request(
             "DELETE", url, decode=_none, options=options, ok_on_retry=frozenset({404})
         )
@@ -180,6 +186,7 @@ class AsyncCustomers(Resource):
         if sort_order is not None:
             params["sort_order"] = check.choice("sort_order", sort_order, ("asc", "desc"))
 
+        @traced("customers.list")
         async def fetch(page: int) -> Page[Customer]:
             check.integer("page", page, low=1, high=2**31)
             return await self._requester.request(

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .. import _tracing
 from .. import _validate as check
 from .._convert import structurer
 from .._errors import NotFoundError, ValidationError
 from .._http import Requester
 from .._models import Entitlement, EntitlementReason
 from .._response import capturing
+from .._tracing import traced
 from ._base import RequestOptions, Resource, Unpack
 from ._raw import RawMethod, RawProxy
 
@@ -53,6 +55,7 @@ class AsyncEntitlements(Resource):
         """
         return AsyncEntitlementsWithRawResponse(self)
 
+    @traced("entitlements.check")
     async def check(
         self,
         customer_id: str,
@@ -93,12 +96,16 @@ class AsyncEntitlements(Resource):
         if not cache or capturing():  # a raw call reports a response: it always asks BillingOS
             ent = await self._fetch(customer_id, feature_key, options)
             store.put(customer_id, feature_key, ent)
+            _tracing.note_cache(False)
             return ent
         hit = store.get_fresh(customer_id, feature_key)
         if hit is not None:
+            _tracing.note_cache(True)
             return hit
         fetch = functools.partial(self._fetch, customer_id, feature_key, options)
-        return await store.get_or_fetch(customer_id, feature_key, fetch)
+        ent = await store.get_or_fetch(customer_id, feature_key, fetch)
+        _tracing.note_cache(False, ent.stale or ent.reason == EntitlementReason.BILLINGOS_UNAVAILABLE)
+        return ent
 
     async def _fetch(self, customer_id: str, feature_key: str, options: RequestOptions) -> Entitlement:
         """One ``GET /v1/usage/check``, "Customer not found" read as an answer."""

@@ -8,8 +8,9 @@ from typing import Any
 import attrs
 
 from .. import _validate as check
-from .._http import path
+from .._http import route
 from .._models import TOKEN_PREFIX, SessionToken, decode_session_token
+from .._tracing import traced
 from ._base import RequestOptions, Resource, Unpack
 from ._raw import RawMethod, RawProxy
 
@@ -44,6 +45,7 @@ class AsyncSessionTokens(Resource):
         """
         return AsyncSessionTokensWithRawResponse(self)
 
+    @traced("session_tokens.create")
     async def create(
         self,
         external_user_id: str,
@@ -85,6 +87,7 @@ class AsyncSessionTokens(Resource):
             "POST", "/v1/session-tokens", body=body, decode=_from_response, options=options
         )
 
+    @traced("session_tokens.revoke")
     async def revoke(self, token_or_id: str, **options: Unpack[RequestOptions]) -> None:
         """Revoke a token, given the whole ``bos_session_…`` string or its id (``tok_…``).
 
@@ -101,7 +104,7 @@ class AsyncSessionTokens(Resource):
         del token_or_id
         await self._requester.request(
             "DELETE",
-            path("v1", "session-tokens", token_id),
+            route("/v1/session-tokens/{token_id}", token_id=token_id),
             decode=_ignore,
             options=options,
             ok_on_retry=frozenset({404}),

@@ -8,8 +8,9 @@ from typing import Any
 from .. import _validate as check
 from .._convert import structurer
 from .._errors import ValidationError
-from .._http import path
+from .._http import route
 from .._models import Page, Subscription
+from .._tracing import traced
 from ._base import AsyncPaginator, RequestOptions, Resource, Unpack
 from ._raw import RawList, RawMethod, RawProxy
 
@@ -45,6 +46,7 @@ class AsyncSubscriptions(Resource):
         """
         return AsyncSubscriptionsWithRawResponse(self)
 
+    @traced("subscriptions.create")
     async def create(
         self,
         customer_id: str,
@@ -72,9 +74,12 @@ class AsyncSubscriptions(Resource):
             "POST", "/subscriptions", body=body, decode=_decode_subscription, options=options
         )
 
+    @traced("subscriptions.get")
     async def get(self, subscription_id: str, **options: Unpack[RequestOptions]) -> Subscription:
         """Fetch a subscription. Raises ``NotFoundError`` when there is none."""
-        url = path("subscriptions", check.text("subscription_id", subscription_id))
+        url = route(
+            "/subscriptions/{subscription_id}", subscription_id=check.text("subscription_id", subscription_id)
+        )
         return await self._requester.request("GET", url, decode=_decode_subscription, options=options)
 
     def list(
@@ -91,6 +96,7 @@ class AsyncSubscriptions(Resource):
         if customer_id is not None:
             params["customer_id"] = check.text("customer_id", customer_id)
 
+        @traced("subscriptions.list")
         async def fetch(page: int) -> Page[Subscription]:
             query = {**params, "page": page} if page > 1 else params
             return await self._requester.request(
@@ -99,6 +105,7 @@ class AsyncSubscriptions(Resource):
 
         return AsyncPaginator(fetch)
 
+    @traced("subscriptions.update")
     async def update(
         self,
         subscription_id: str,
@@ -120,24 +127,34 @@ class AsyncSubscriptions(Resource):
             raise ValidationError(
                 "subscriptions.update needs at least one field to change.", code="invalid_argument"
             )
-        url = path("subscriptions", check.text("subscription_id", subscription_id))
+        url = route(
+            "/subscriptions/{subscription_id}", subscription_id=check.text("subscription_id", subscription_id)
+        )
         return await self._requester.request(
             "PATCH", url, body=body, decode=_decode_subscription, options=options
         )
 
+    @traced("subscriptions.cancel")
     async def cancel(
         self, subscription_id: str, *, at_period_end: bool = True, **options: Unpack[RequestOptions]
     ) -> Subscription:
         """Cancel a subscription: at the end of the current period (default) or now."""
-        url = path("subscriptions", check.text("subscription_id", subscription_id), "cancel")
+        url = route(
+            "/subscriptions/{subscription_id}/cancel",
+            subscription_id=check.text("subscription_id", subscription_id),
+        )
         body = {"cancel_at_period_end": check.boolean("at_period_end", at_period_end)}
         return await self._requester.request(
             "POST", url, body=body, decode=_decode_subscription, options=options
         )
 
+    @traced("subscriptions.reactivate")
     async def reactivate(self, subscription_id: str, **options: Unpack[RequestOptions]) -> Subscription:
         """Undo a scheduled cancel."""
-        url = path("subscriptions", check.text("subscription_id", subscription_id), "reactivate")
+        url = route(
+            "/subscriptions/{subscription_id}/reactivate",
+            subscription_id=check.text("subscription_id", subscription_id),
+        )
         return await self._requester.request("POST", url, decode=_decode_subscription, options=options)
 
 

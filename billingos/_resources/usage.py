@@ -13,6 +13,7 @@ from .._convert import structurer
 from .._errors import NotFoundError, QuotaExceededError
 from .._http import Requester
 from .._models import UsageMetrics, UsageRecord
+from .._tracing import traced
 from ._base import RequestOptions, Resource, Unpack
 from ._raw import RawMethod, RawProxy
 
@@ -45,6 +46,7 @@ class AsyncUsage(Resource):
         """
         return AsyncUsageWithRawResponse(self)
 
+    @traced("usage.track")
     async def track(
         self,
         customer_id: str,
@@ -105,6 +107,7 @@ class AsyncUsage(Resource):
             self._cache.on_tracked(customer_id, feature_key, record)  # consume the cached quota locally
         return record
 
+    @traced("usage.metrics")
     async def metrics(
         self, customer_id: str, feature_key: str | None = None, **options: Unpack[RequestOptions]
     ) -> UsageMetrics:

@@ -13,14 +13,13 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any
 
 import pytest
 import respx
 
 import billingos.testing.__main__ as sandbox_main
-from billingos import UsageRecord
+from billingos import Entitlement, EntitlementReason, UsageRecord
 from billingos._cli import INSTALL_HINT, main
 from billingos._cli import _render as render
 from billingos._cli._commands import EXIT_API, EXIT_FAILED, EXIT_OK
@@ -128,13 +127,13 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_3(run: Any, router: 
     assert err == "error: unexpected RuntimeError: transport bug\n"
 
 
-def test_to_json_refuses_what_json_cannot_carry_and_writes_enums_and_datetimes() -> None:
-    class Plain(Enum):
-        PRO = "pro"
-
+def test_to_json_writes_each_model_as_its_to_dict_and_refuses_what_json_cannot_carry() -> None:
     when = datetime(2026, 3, 1, 12, 0, 0, 500, tzinfo=UTC)
-    assert json.loads(render.to_json({"when": when})) == {"when": "2026-03-01T12:00:00+00:00"}
-    assert render._json_default(Plain.PRO) == "pro"  # what converter.unstructure would leave
+    ent = Entitlement("api_calls", False, reason=EntitlementReason.QUOTA_EXCEEDED, resets_at=when)
+    doc = json.loads(render.to_json({"entitlement": ent, "when": when}))
+    assert doc == {"entitlement": ent.to_dict(), "when": "2026-03-01T12:00:00.000500+00:00"}
+    assert doc["entitlement"]["reason"] == "quota_exceeded"
+    assert Entitlement.from_dict(doc["entitlement"]) == ent  # a script reads it back
     with pytest.raises(TypeError, match="object is not JSON serializable"):
         render.to_json({"x": object()})
 

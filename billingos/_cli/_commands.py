@@ -39,6 +39,9 @@ EXIT_CONFIG = 4
 EXIT_INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT, as shells report it)."""
 
+DOCS_URL = "https://billingos.github.io/billingos-python/cli/"
+"""Where ``billingos --help`` sends the reader: the command line's page of the documentation site."""
+
 EPILOG = f"""\b
 Exit status:
   {EXIT_OK}    success; check: the customer has access
@@ -55,7 +58,9 @@ Environment:
   BILLINGOS_API_URL     the API's base URL, unless --api-url (default: from the key)
   BILLINGOS_LOG         info or debug: one line per HTTP attempt on stderr
 
-Docs: docs/cli.md. The secret key is never printed."""
+\b
+Docs: {DOCS_URL}
+The secret key is never printed."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 

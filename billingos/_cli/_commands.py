@@ -502,13 +502,14 @@ def mock(port: int | None, host: str | None, rate_limits: bool | None) -> None:
         argv += ["--host", host]
     if rate_limits is not None:
         argv.append("--rate-limits" if rate_limits else "--no-rate-limits")
-    try:  # starlette is imported with the sandbox, uvicorn when it starts serving
-        from ..testing.__main__ import main as serve
+    from ..testing.__main__ import main as serve
+    from ..testing.__main__ import missing_extra
 
+    try:  # starlette is imported when the sandbox is built, uvicorn when it starts serving
         status = serve(argv)
     except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if missing not in ("starlette", "uvicorn"):
+        missing = missing_extra(exc)
+        if missing is None:
             raise
         raise _Failure(
             f"the sandbox needs the testing extra ({missing} is missing): pip install 'billingos[testing]'",

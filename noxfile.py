@@ -12,17 +12,13 @@ A Python that is not installed is skipped locally (nox errors instead when ``CI`
 pyenv, ``pyenv global 3.11.7 3.12.1 3.13.0`` puts 3.11-3.13 on PATH; pyenv here has no 3.14, so
 ``tests-3.14`` is skipped and ``tests_py314`` runs the suite in the Debian chroot with CPython 3.14
 that .ci/run uses (.ci/pytest-py314). Nox uses uv to make its virtualenvs when uv is installed (the
-``dev`` extra brings it), else virtualenv.
+``dev`` dependency group brings it), else virtualenv. Each session installs the PEP 735 group it runs
+(pyproject.toml, ``[dependency-groups]``); ``dev`` includes them all.
 """
 
 from __future__ import annotations
 
-import pathlib
-import tempfile
-import zipfile
-
 import nox
-from packaging.requirements import Requirement
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -49,8 +45,7 @@ def tests_py314(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole tree; the dev extra covers every group."""
-    _check_dev_extra(session)
+    """ruff check and ruff format --check over the whole tree."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -65,15 +60,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def build(session: nox.Session) -> None:
-    """Build the sdist and wheel, run twine check, and make sure the wheel ships py.typed."""
-    session.install("build", "twine")
-    with tempfile.TemporaryDirectory() as out:
-        session.run("python", "-m", "build", "--outdir", out)
-        dists = sorted(str(p) for p in pathlib.Path(out).iterdir())
-        session.run("twine", "check", "--strict", *dists)
-        wheel = next(p for p in dists if p.endswith(".whl"))
-        if "billingos/py.typed" not in zipfile.ZipFile(wheel).namelist():
-            session.error(f"{wheel} does not contain billingos/py.typed")
+    """Build the sdist and wheel and check them as PyPI will (.ci/check_dist.py, which .ci/run runs too)."""
+    session.install("build>=1.2", "twine>=6.1")
+    session.run("python", ".ci/check_dist.py")
 
 
 @nox.session(default=False)
@@ -103,26 +92,3 @@ def docs(session: nox.Session) -> None:
         session.run("mkdocs", *session.posargs, env=quiet)
     else:
         session.run("mkdocs", "build", "--strict", "--site-dir", "site", env=quiet)
-
-
-# Groups the dev extra need not cover: the benchmarks' chart and peers are not needed to develop or test.
-_NOT_IN_DEV = {"bench", "docs"}
-
-
-def _check_dev_extra(session: nox.Session) -> None:
-    """Fail when [dependency-groups] asks for something the `dev` extra does not (they must not drift)."""
-    dev = {_key(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
-    missing = [
-        req
-        for group in PYPROJECT["dependency-groups"]
-        if group not in _NOT_IN_DEV
-        for req in nox.project.dependency_groups(PYPROJECT, group)
-        if _key(req) not in dev
-    ]
-    if missing:
-        session.error(f"pyproject.toml: the dev extra lacks {sorted(set(missing))} from [dependency-groups]")
-
-
-def _key(requirement: str) -> tuple[str, str, str]:
-    req = Requirement(requirement)
-    return req.name.lower().replace("_", "-"), str(req.specifier), str(req.marker or "")

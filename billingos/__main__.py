@@ -1,4 +1,5 @@
-"""``python -m billingos``: the ``billingos`` command line (see ``billingos --help`` and docs/cli.md).
+"""``python -m billingos``: the ``billingos`` command line (see ``billingos --help`` and
+https://billingos.github.io/billingos-python/cli/).
 
 The same commands as the ``billingos`` console script: ``check``, ``track``, ``metrics``, ``token``,
 ``customers``, ``demo`` and ``mock``. They need the ``cli`` extra (``pip install 'billingos[cli]'``);

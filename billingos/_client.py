@@ -119,8 +119,8 @@ class AsyncBillingOS:
             ``check_entitlement``) answer from; ``with_options`` copies share it. Off by default.
         http_backend: what sends the requests: ``"httpx2"`` (default; ``"httpx"`` names it too) or
             ``"aiohttp"``, a native ``aiohttp.ClientSession`` (``pip install 'billingos[aiohttp]'``;
-            asyncio only): more calls per second under concurrency, same pool size, timeouts, TLS and
-            errors. Not with ``http_client``.
+            asyncio only): more calls per second under concurrency (figures in docs/performance.md,
+            scenario 3), same pool size, timeouts, TLS and errors. Not with ``http_client``.
         max_response_bytes: the largest decoded response body accepted, default 16 MiB (a page of 100
             customers is ~100 kB). A larger one is refused while it streams, before it is decompressed
             any further, with ``ResponseDecodeError(code="response_too_large")``; its connection is closed.

@@ -3,7 +3,14 @@
 A producer puts jobs on an ``asyncio.Queue``; ``--concurrency`` workers take them, check the
 customer's entitlement (answered from an ``EntitlementCache`` when fresh), do the work, and record the
 usage with the usage recorder, which never waits on the network and sends one coalesced
-``usage.track`` per customer and flush window, each counted exactly once. Ctrl-C or SIGTERM stops
+``usage.track`` per customer and flush window, each counted exactly once.
+
+A metered quota is respected to the unit: BillingOS counts usage when the recorder's batch lands (up
+to a flush window after ``record``), so neither it nor the cached entitlement knows about units still
+in the recorder. Each customer's :class:`Allowance` adds them back, and a job that would take the
+customer past the limit is denied before it runs, instead of being done and then refused by BillingOS
+(a dead letter: work given away). Once the last unit is counted, the cache itself answers no (the
+recorder's tracks update the cached entitlement). Ctrl-C or SIGTERM stops
 the producer, lets the workers finish the queued jobs, and closes the recorder, which sends what it
 still holds before the process exits. With ``--outbox``, events not yet confirmed survive a crash and
 are sent by the next run.
@@ -27,12 +34,12 @@ import itertools
 import json
 import signal
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import attrs
 
-from billingos import AsyncBillingOS, BillingOSError, EntitlementCache, UsageRecorder
+from billingos import AsyncBillingOS, BillingOSError, Entitlement, EntitlementCache, UsageRecorder
 
 
 @attrs.frozen
@@ -45,13 +52,45 @@ class Job:
 
 
 @attrs.define
+class Allowance:
+    """How much of a metered quota one customer has left, counting the units still in the recorder.
+
+    ``base`` is the usage BillingOS reported when this run first checked the customer, ``reserved`` the
+    units this run has granted since. The usage so far is the larger of BillingOS's figure (other
+    processes bill the customer too) and ``base + reserved`` (ours, some not sent yet). A usage lower
+    than ``base`` means a new period began: count afresh from there.
+    """
+
+    base: float | None = None
+    reserved: float = 0
+
+    def reserve(self, entitlement: Entitlement, units: float) -> bool:
+        """Grant ``units`` if they fit under the entitlement's limit (always, for an unmetered feature)."""
+        if entitlement.limit is None or entitlement.usage is None:
+            return True
+        if self.base is None or entitlement.usage < self.base:
+            self.base, self.reserved = entitlement.usage, 0
+        used = max(entitlement.usage, self.base + self.reserved)
+        if used + units > entitlement.limit:
+            return False
+        self.reserved += units
+        return True
+
+    def release(self, units: float) -> None:
+        """Give back units granted to a job that then recorded nothing."""
+        self.reserved -= units
+
+
+@attrs.define
 class Tally:
     """What the worker did, per customer."""
 
     done: Counter[str] = attrs.field(factory=Counter)
-    denied: Counter[str] = attrs.field(factory=Counter)
+    denied: Counter[str] = attrs.field(factory=Counter)  # not run: no access, or past the quota
+    denied_by_billingos: Counter[str] = attrs.field(factory=Counter)  # of which the entitlement said no
     recorded: Counter[str] = attrs.field(factory=Counter)
     failed: Counter[str] = attrs.field(factory=Counter)
+    allowances: defaultdict[str, Allowance] = attrs.field(factory=lambda: defaultdict(Allowance))
 
 
 async def produce(
@@ -76,14 +115,21 @@ async def work(
     """Take jobs until cancelled: check access, do the job, record its usage."""
     while True:
         job = await queue.get()
+        allowance = tally.allowances[job.customer_id]
+        granted = False
         try:
             entitlement = await billing.entitlements.check(job.customer_id, feature_key)
-            if not entitlement.has_access:
+            if not entitlement.has_access:  # from the cache: also once the recorder used the quota up
+                tally.denied_by_billingos[job.customer_id] += 1
+            granted = entitlement.has_access and allowance.reserve(entitlement, job.units)
+            if not granted:  # BillingOS said no, or the job would go past the quota
                 tally.denied[job.customer_id] += 1
                 continue
             await asyncio.sleep(0.001 * job.units)  # the work itself
             recorder.record(job.customer_id, feature_key, job.units)  # returns at once
         except BillingOSError as exc:  # e.g. a revoked key, or the recorder full after a long outage
+            if granted:
+                allowance.release(job.units)
             tally.failed[job.customer_id] += 1
             print(f"job {job.number} failed: {exc}", flush=True)
             continue
@@ -147,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "jobs": sum(tally.done.values()),
         "denied": dict(tally.denied),
+        "denied_by_billingos": dict(tally.denied_by_billingos),
         "failed": dict(tally.failed),
         "recorded": dict(tally.recorded),
     }

@@ -23,6 +23,15 @@ from ._factories import BASE_URL, SECRET
 pytest_plugins = ["billingos.testing.pytest_plugin", "respx.plugin"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hardening-figures",
+        action="store_true",
+        help="print the hardening suite's figures at the end of the run (always written to "
+        ".pytest_cache/d/billingos/hardening-figures.txt)",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own BillingOS settings, or a proxy (which changes what is refused)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import queue
 import re
 import signal
@@ -11,12 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import httpx2
 import pytest
 
-from billingos.testing.__main__ import build_parser
+from billingos.testing import FakeBillingOS
+from billingos.testing.__main__ import _banner, build_parser, seed_sandbox
 
 
 class Sandbox:
@@ -162,3 +165,67 @@ def test_admin_routes_dashboard_only_refuses_the_secret_key(sandboxes: list[Sand
     assert response.json()["error"]["message"] == "jwt malformed"
     sandbox.proc.send_signal(signal.SIGINT)
     assert sandbox.proc.wait(10) == 0
+
+
+def _stop_with_its_reader_gone(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """``command | cat`` and Ctrl-C: the terminal's SIGINT ends ``cat`` first, then the sandbox.
+
+    The banner is read, the pipe's read end is closed (``cat`` gone), then SIGINT: the goodbye line
+    meets a pipe with no reader (EPIPE, BrokenPipeError in Python).
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        while "Ctrl-C to stop." not in banner:
+            line = proc.stdout.readline()
+            assert line, f"exited ({proc.wait()}) before it was ready: {banner}"
+            banner += line
+        proc.stdout.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        _, err = proc.communicate(timeout=20)
+        return subprocess.CompletedProcess(command, proc.returncode, "", err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_ctrl_c_with_the_pipe_reader_gone_exits_0_without_a_traceback() -> None:
+    result = _stop_with_its_reader_gone([sys.executable, "-m", "billingos.testing", "--port", "0"])
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_without_the_testing_extra_it_says_which_extra_to_install() -> None:
+    for module in ("starlette", "uvicorn"):
+        code = (
+            f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv[1:] = ['--port', '0']; "
+            "runpy.run_module('billingos.testing', run_name='__main__', alter_sys=True)"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr == (
+            f"error: python -m billingos.testing needs the testing extra ({module} is missing): "
+            "pip install 'billingos[testing]'\n"
+        )
+
+
+def test_the_banner_in_docs_cli_md_is_the_banner_the_sandbox_prints() -> None:
+    """docs/cli.md shows ``billingos mock``'s banner; the key in it is printed whole, as it really is."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    shown = re.search(r"```text\n\$ billingos mock\n(.*?)```", page, re.DOTALL)
+    assert shown is not None
+    key = re.search(r"secret key   (sk_test_\w+)\n", shown.group(1))
+    assert key is not None
+    out = io.StringIO()
+
+    _banner(out, "http://127.0.0.1:8787", key.group(1), seed_sandbox(FakeBillingOS()), rate_limits=True)
+
+    assert out.getvalue() == shown.group(1)

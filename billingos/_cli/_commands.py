@@ -38,6 +38,9 @@ EXIT_CONFIG = 4
 EXIT_INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT, as shells report it)."""
 
+DOCS_URL = "https://billingos.github.io/billingos-python/cli/"
+"""Where ``billingos --help`` sends the reader: the command line's page of the documentation site."""
+
 EPILOG = f"""\b
 Exit status:
   {EXIT_OK}    success; check: the customer has access
@@ -54,7 +57,9 @@ Environment:
   BILLINGOS_API_URL     the API's base URL, unless --api-url (default: from the key)
   BILLINGOS_LOG         info or debug: one line per HTTP attempt on stderr
 
-Docs: docs/cli.md. The secret key is never printed."""
+\b
+Docs: {DOCS_URL}
+The secret key is never printed."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -496,13 +501,14 @@ def mock(port: int | None, host: str | None, rate_limits: bool | None) -> None:
         argv += ["--host", host]
     if rate_limits is not None:
         argv.append("--rate-limits" if rate_limits else "--no-rate-limits")
-    try:  # starlette is imported with the sandbox, uvicorn when it starts serving
-        from ..testing.__main__ import main as serve
+    from ..testing.__main__ import main as serve
+    from ..testing.__main__ import missing_extra
 
+    try:  # starlette is imported when the sandbox is built, uvicorn when it starts serving
         status = serve(argv)
     except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if missing not in ("starlette", "uvicorn"):
+        missing = missing_extra(exc)
+        if missing is None:
             raise
         raise _Failure(
             f"the sandbox needs the testing extra ({missing} is missing): pip install 'billingos[testing]'",

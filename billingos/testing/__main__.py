@@ -7,22 +7,28 @@ For curl, a front end, or another language's SDK::
 
 It prints the URL, a test secret key and a curl example. ``--port 0`` picks a free port. The
 sandbox is :func:`seed_sandbox`: three features, two plans, two customers with subscriptions.
-Ctrl-C (SIGINT) or SIGTERM stops it cleanly with exit status 0.
+Ctrl-C (SIGINT) or SIGTERM stops it cleanly with exit status 0, also when its output goes to a pipe
+whose reader Ctrl-C ended first (``| cat``, ``| tee``). Without the ``testing`` extra it says which
+extra to install (exit status 1). Starlette and uvicorn are imported when :func:`main` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ._app import RateLimits
-from ._fake import FakeBillingOS
-from ._state import Plan
+if TYPE_CHECKING:
+    from ._fake import FakeBillingOS
+    from ._state import Plan
+
+EXTRA_MODULES = ("starlette", "uvicorn")
+"""What the ``testing`` extra brings that the sandbox imports; one of them missing gets the hint."""
 
 
 def seed_sandbox(fake: FakeBillingOS) -> dict[str, Plan]:
@@ -83,7 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 1 if the server cannot start."""
+    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 1 if the server cannot start.
+
+    Raises ``ModuleNotFoundError`` without the ``testing`` extra (``python -m billingos.testing`` and
+    ``billingos mock`` turn it into a one-line hint).
+
+    Example::
+
+        sys.exit(main(["--port", "0", "--no-rate-limits"]))   # serves until Ctrl-C
+    """
+    from ._app import RateLimits
+    from ._fake import FakeBillingOS
+
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     fake = FakeBillingOS(
@@ -107,11 +124,31 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("BillingOS sandbox stopped.", file=out, flush=True)
+    _say(out, "BillingOS sandbox stopped.")
     return 0
 
 
+def _say(out: TextIO, text: str) -> None:
+    """Print ``text``; a reader that has gone away (Ctrl-C ends ``| cat`` first) is not an error."""
+    try:
+        print(text, file=out, flush=True)
+    except BrokenPipeError:
+        # What is still buffered would fail again when the interpreter flushes at exit (a second
+        # traceback, exit status 120): point the descriptor at /dev/null instead.
+        try:
+            fd = out.fileno()
+        except (OSError, ValueError):  # not a real file (io.UnsupportedOperation is both)
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 def _banner(out: TextIO, url: str, key: str, plans: dict[str, Plan], rate_limits: bool) -> None:
+    from ._app import RateLimits
+
     default = RateLimits()
     limits = f"on ({default.per_route} requests per route per {default.window:g} s)" if rate_limits else "off"
     check = f"{url}/v1/usage/check?customer_id=user_1&feature_key=api_calls"
@@ -134,8 +171,35 @@ def _banner(out: TextIO, url: str, key: str, plans: dict[str, Plan], rate_limits
         "",
         "Ctrl-C to stop.",
     ]
-    print("\n".join(lines), file=out, flush=True)
+    _say(out, "\n".join(lines))
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The module of the ``testing`` extra whose absence ``exc`` reports, or ``None`` if it is another.
+
+    Example::
+
+        missing_extra(ModuleNotFoundError(name="uvicorn"))   # "uvicorn"
+    """
+    top = (exc.name or "").partition(".")[0]
+    return top if top in EXTRA_MODULES else None
+
+
+def _run() -> int:
+    """``python -m billingos.testing``: :func:`main`, with a one-line hint when the extra is missing."""
+    try:
+        return main()
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        print(
+            f"error: python -m billingos.testing needs the testing extra ({missing} is missing): "
+            "pip install 'billingos[testing]'",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

@@ -93,3 +93,27 @@ def test_mock_serves_a_sandbox_the_other_commands_can_use(sandbox: Sandbox) -> N
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_mock_piped_into_a_reader_that_ctrl_c_ended_first_exits_0_quietly() -> None:
+    """``billingos mock | tee``, Ctrl-C: tee dies first, the goodbye line meets a closed pipe."""
+    proc = subprocess.Popen(
+        [str(BILLINGOS), "mock", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        while "Ctrl-C to stop." not in banner:
+            line = proc.stdout.readline()
+            assert line, f"exited ({proc.wait()}) before it was ready: {banner}"
+            banner += line
+        proc.stdout.close()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+
+        assert proc.returncode == 0
+        assert err == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -63,3 +63,26 @@ def test_sigterm_drains_the_queue_and_the_recorder_before_exiting(sandbox: Sandb
     for customer, units in summary["recorded"].items():
         assert sandbox.fake.usage_of(customer, "api_calls") == units  # nothing lost at shutdown
     assert "pending=0" in rest
+
+
+def test_a_quota_is_used_to_the_unit_and_never_overrun(sandbox: Sandbox) -> None:
+    """user_2 (Starter, 1 000 api_calls) has 10 left: the worker bills exactly 10, with no dead letter."""
+    with sandbox.fake.sync_client() as billing:
+        billing.usage.track("user_2", "api_calls", 990)
+
+    done = subprocess.run(
+        [*WORKER, "--jobs", "300"], env=os.environ.copy(), capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done.stdout)
+    assert "not counted" not in done.stdout  # no dead letter: nothing done and then refused
+    assert "dead=0" in done.stdout  # the recorder's stats line
+    assert summary["failed"] == {}
+    assert summary["recorded"]["user_2"] == 10
+    assert sandbox.fake.usage_of("user_2", "api_calls") == 1000
+    assert summary["jobs"] + summary["denied"]["user_2"] == 300
+    # Once the recorder's last track counted the 1 000th unit, the cached entitlement itself says no.
+    assert summary["denied_by_billingos"]["user_2"] > 0
+    assert "user_1" not in summary["denied"]
+    assert sandbox.fake.usage_of("user_1", "api_calls") == summary["recorded"]["user_1"]

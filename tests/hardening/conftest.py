@@ -2,8 +2,10 @@
 
 - ``BILLINGOS_SOAK_EVENTS`` sizes the ``soak`` tests (1 000 by default, 10 000 for the long form);
   ``BILLINGOS_SOAK_SEED`` replays a run (every soak test prints the seed it used).
-- ``figure("...")`` records one line per test: printed at once (``-s``) and again, all together, in a
-  "hardening figures" section at the end of the run.
+- ``figure("...")`` records one line per test: printed at once (``-s``), and all together written to
+  ``.pytest_cache/d/billingos/hardening-figures.txt`` at the end of the run; with
+  ``--hardening-figures`` they are also printed in a "hardening figures" section of the summary. A
+  default run ends on pytest's own lines.
 - ``serve_counted(app)`` serves an ASGI app (a ``FakeBillingOS.app``) on loopback with
   ``billingos.testing.serve_asgi`` and counts the requests it is still working on, so a test can wait
   until the server is idle (a delayed request still lands after the client gave up on it) instead of
@@ -61,8 +63,15 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return record
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _FIGURES:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The figures to a file (when the cache is on), and to the summary with ``--hardening-figures``."""
+    if not _FIGURES:
+        return
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    if cache is not None:
+        path = cache.mkdir("billingos") / "hardening-figures.txt"
+        path.write_text("".join(f"{line}\n" for line in _FIGURES))
+    if config.getoption("hardening_figures"):
         terminalreporter.section("hardening figures")
         for line in _FIGURES:
             terminalreporter.write_line(line)

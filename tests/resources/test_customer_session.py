@@ -544,17 +544,41 @@ async def test_twenty_concurrent_first_calls_mint_once(
     assert {bearer(call.request) for call in route.calls} == {mint.tokens[0]}
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition()`` holds (no I/O involved: a bounded number of passes)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def _settle(passes: int = 50) -> None:
+    """Let every ready task run until it waits on something (no I/O involved)."""
+    for _ in range(passes):
+        await asyncio.sleep(0)
+
+
 async def test_concurrent_first_calls_share_a_failed_mint_instead_of_repeating_it(
     billing: AsyncBillingOS, router: respx.MockRouter
 ) -> None:
-    refused = router.post("/v1/session-tokens").respond(
-        400, json=error_body(400, "VAL_INVALID_INPUT", "Validation failed")
-    )
-    results = await asyncio.gather(
-        *(billing.as_customer(USER).state() for _ in range(5)), return_exceptions=True
-    )
+    release = asyncio.Event()
+    mints = 0
+
+    async def refuse_when_released(request: httpx2.Request) -> httpx2.Response:
+        nonlocal mints
+        mints += 1
+        await release.wait()  # a real mint takes a round trip: the other callers arrive meanwhile
+        return httpx2.Response(400, json=error_body(400, "VAL_INVALID_INPUT", "Validation failed"))
+
+    router.post("/v1/session-tokens").mock(side_effect=refuse_when_released)
+    calls = asyncio.gather(*(billing.as_customer(USER).state() for _ in range(5)), return_exceptions=True)
+    await _until(lambda: mints == 1)
+    await _settle()  # the four others reach the shared mint and wait on it
+    release.set()
+    results = await calls
     assert all(isinstance(r, ValidationError) for r in results)
-    assert refused.call_count == 1
+    assert mints == 1
 
 
 async def test_a_cancelled_first_caller_lets_a_waiter_mint(
@@ -574,9 +598,10 @@ async def test_a_cancelled_first_caller_lets_a_waiter_mint(
     router.post("/v1/session-tokens").mock(side_effect=slow_then_fast)
     router.get("/v1/customer/me").respond(200, json=state_json())
     first = asyncio.ensure_future(billing.as_customer(USER).state())
-    await asyncio.sleep(0.01)
+    await _until(lambda: calls == 1)  # the first mint is in flight, held
     second = asyncio.ensure_future(billing.as_customer(USER).state())
-    await asyncio.sleep(0.01)
+    await _settle()  # the second caller waits on the first one's mint
+    assert calls == 1
     first.cancel()
     state = await second
     assert isinstance(state, CustomerState)

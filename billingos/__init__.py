@@ -95,6 +95,7 @@ if TYPE_CHECKING:
         SyncUsageRecorder,
         UsageRecorder,
     )
+    from ._redis_store import RedisStore
     from ._sync import (
         BillingOS,
         BillingOSWithRawResponse,
@@ -135,6 +136,7 @@ _LAZY = {
     "CustomerUsage": "._sync",
     "CacheStats": "._cache",
     "EntitlementCache": "._cache",
+    "RedisStore": "._redis_store",  # and redis only when a RedisStore is given a client
     "BillingOS": "._sync",
     "BillingOSWithRawResponse": "._sync",
     "CustomersWithRawResponse": "._sync",
@@ -239,6 +241,7 @@ __all__ = [
     "RecorderFullError",
     "RecorderOptions",
     "RecorderStats",
+    "RedisStore",
     "RequestOptions",
     "RequestTimeoutError",
     "ResponseDecodeError",

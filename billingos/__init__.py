@@ -95,6 +95,7 @@ if TYPE_CHECKING:
         SyncUsageRecorder,
         UsageRecorder,
     )
+    from ._redis_budget import RedisBudgetStore
     from ._redis_store import RedisStore
     from ._sync import (
         BillingOS,
@@ -136,6 +137,7 @@ _LAZY = {
     "CustomerUsage": "._sync",
     "CacheStats": "._cache",
     "EntitlementCache": "._cache",
+    "RedisBudgetStore": "._redis_budget",  # the rate budget shared by a fleet on Redis
     "RedisStore": "._redis_store",  # and redis only when a RedisStore is given a client
     "BillingOS": "._sync",
     "BillingOSWithRawResponse": "._sync",
@@ -241,6 +243,7 @@ __all__ = [
     "RecorderFullError",
     "RecorderOptions",
     "RecorderStats",
+    "RedisBudgetStore",
     "RedisStore",
     "RequestOptions",
     "RequestTimeoutError",

@@ -22,22 +22,13 @@ from billingos import AsyncBillingOS, BillingOS, EntitlementCache, RedisStore, R
 from billingos.testing import FakeBillingOS, Fault
 
 from .._redis_server import RedisServer
+from .._redis_server import redis_server as redis_server  # the fixture
 from ._helpers import QUOTA
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
 CHECK = "GET /v1/usage/check"
 CHILD = str(Path(__file__).resolve().parents[1] / "_redis_fleet_child.py")
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the module's tests (each test writes under its own key prefix)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -125,9 +116,9 @@ def test_8_processes_x_250_concurrent_identical_misses_send_1_upstream_request(
 async def test_a_killed_lock_holder_is_taken_over_when_its_lease_ends(
     fake: FakeBillingOS, url: str, policy: RetryPolicy, redis_server: RedisServer, prefix: str
 ) -> None:
-    slow = fake.inject(CHECK, Fault.delay(1.5), times=1)  # the holder's request: in flight when killed
+    slow = fake.inject(CHECK, Fault.delay(2.0), times=1)  # the holder's request: in flight when killed
     holder = subprocess.Popen(  # noqa: ASYNC220 - started once, before the loop has anything to do
-        [sys.executable, CHILD, url, fake.secret_key, redis_server.url, prefix, "1", "0.3"],
+        [sys.executable, CHILD, url, fake.secret_key, redis_server.url, prefix, "1", "1.0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -15,6 +15,7 @@ Everything public is exported here; every other module is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._budget import BudgetStore, BudgetWindow, MemoryBudgetStore, RateBudget
 from ._client import AsyncBillingOS, AsyncBillingOSWithRawResponse
 from ._errors import (
     AuthenticationError,
@@ -196,6 +197,8 @@ __all__ = [
     "BillingOS",
     "BillingOSError",
     "BillingOSWithRawResponse",
+    "BudgetStore",
+    "BudgetWindow",
     "CacheStats",
     "Catalog",
     "CatalogProduct",
@@ -224,6 +227,7 @@ __all__ = [
     "EntitlementsWithRawResponse",
     "FeatureType",
     "GrantedFeature",
+    "MemoryBudgetStore",
     "NetworkError",
     "NotFoundError",
     "Page",
@@ -233,6 +237,7 @@ __all__ = [
     "PriceInterval",
     "ProductFeature",
     "QuotaExceededError",
+    "RateBudget",
     "RateLimit",
     "RateLimitError",
     "RawResponse",

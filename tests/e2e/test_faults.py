@@ -390,7 +390,9 @@ async def test_rate_limit_exhausted_with_a_long_retry_after_raises_at_once(
     seed(fake)
     url = mount(fake)
     # rate_budget=False: this is about a 429 the client did not see coming (see test_rate_budget.py)
-    async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy, rate_budget=False) as billing:
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, retry_policy=policy, rate_budget=False
+    ) as billing:
         await billing.usage.track("user_42", "api_calls")
         await billing.usage.track("user_42", "api_calls")
         with pytest.raises(RateLimitError) as caught:

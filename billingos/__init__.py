@@ -15,6 +15,7 @@ Everything public is exported here; every other module is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._budget import BudgetStore, BudgetWindow, MemoryBudgetStore, RateBudget
 from ._client import AsyncBillingOS, AsyncBillingOSWithRawResponse
 from ._errors import (
     AuthenticationError,
@@ -200,6 +201,8 @@ __all__ = [
     "BillingOS",
     "BillingOSError",
     "BillingOSWithRawResponse",
+    "BudgetStore",
+    "BudgetWindow",
     "CacheStats",
     "Catalog",
     "CatalogProduct",
@@ -228,6 +231,7 @@ __all__ = [
     "EntitlementsWithRawResponse",
     "FeatureType",
     "GrantedFeature",
+    "MemoryBudgetStore",
     "NetworkError",
     "NotFoundError",
     "Page",
@@ -237,6 +241,7 @@ __all__ = [
     "PriceInterval",
     "ProductFeature",
     "QuotaExceededError",
+    "RateBudget",
     "RateLimit",
     "RateLimitError",
     "RawResponse",

@@ -15,26 +15,34 @@ before every attempt::
                                                  RateLimitError(code="rate_budget_exhausted"), unsent
     response (any status) ─▶ budget.settle(route, headers): in_flight -= 1, the window the server stated
 
-The state lives behind :class:`BudgetStore`, an async read-modify-write of one route's :class:`Window`.
+The state lives behind :class:`BudgetStore`, an async read-modify-write of one route's :class:`BudgetWindow`.
 :class:`MemoryBudgetStore` keeps it in this process; a store on a shared server (Redis) lets a fleet
 behind one egress address spend one budget.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-__all__ = ["BudgetStore", "MemoryBudgetStore", "Window"]
+from ._errors import RateLimitError
+from ._response import RateLimit
+
+__all__ = ["BudgetStore", "BudgetWindow", "MemoryBudgetStore", "RateBudget"]
+
+logger = logging.getLogger("billingos")
 
 T = TypeVar("T")
 
 
 @attrs.frozen
-class Window:
+class BudgetWindow:
     """One route's rate-limit window as the budget knows it: an immutable value a store keeps per key.
 
     Times are seconds since the epoch (``time.time()``), so that processes sharing a store agree on
@@ -43,7 +51,8 @@ class Window:
 
     limit: int | None
     """Requests the server allows per window; ``None``: the route answered without rate-limit headers
-    (limiting off on that server), so the budget lets every call through."""
+    (limiting off on that server), so the budget lets every call through; ``0``: not known yet (the
+    first request of the route, its probe, is in flight)."""
     remaining: int
     """Requests the budget may still send in this window, by the server's last word minus what was
     sent since (never above ``limit``)."""
@@ -56,7 +65,7 @@ class Window:
 
 @runtime_checkable
 class BudgetStore(Protocol):
-    """Where the rate budget keeps its :class:`Window` per route: the one operation it needs.
+    """Where the rate budget keeps its :class:`BudgetWindow` per route: the one operation it needs.
 
     Contract (what :class:`MemoryBudgetStore` does, and what a shared store such as Redis must do):
 
@@ -77,7 +86,7 @@ class BudgetStore(Protocol):
       forget a window earlier than that.
     - Values must round-trip exactly: ``limit`` and ``remaining`` are ints (``limit`` may be ``None``),
       ``reset_at`` a float or ``None``, ``in_flight`` an int (for Redis: a hash or JSON of the four
-      fields; ``attrs.asdict(window)`` / ``Window(**fields)``).
+      fields; ``attrs.asdict(window)`` / ``BudgetWindow(**fields)``).
     - If the store cannot answer (network down, timeout), ``update`` raises; the budget then lets the
       call through unbudgeted and logs it once (a rate budget must never fail a call by itself).
 
@@ -92,10 +101,16 @@ class BudgetStore(Protocol):
                 return await self.inner.update(key, change)
     """
 
-    async def update(self, key: str, change: Callable[[Window | None], tuple[Window | None, T]]) -> T:
+    async def update(self, key: str, change: Change[T]) -> T:
         """Atomically replace ``key``'s window ``old`` by ``change(old)[0]``; return ``change(old)[1]``."""
         ...
 
+
+Window = BudgetWindow
+
+Change = Callable[[BudgetWindow | None], tuple[BudgetWindow | None, T]]
+"""What :meth:`BudgetStore.update` applies: the old window (``None``: none) to (the new one, a result)."""
+"""The name this class was first committed under (kept for code written against that commit)."""
 
 FORGET_AFTER = 120.0
 """Seconds after a window's reset (or its last update, when its reset is unknown) that a store may drop it."""
@@ -115,13 +130,13 @@ class MemoryBudgetStore:
     __slots__ = ("_lock", "_windows")
 
     def __init__(self) -> None:
-        self._windows: dict[str, Window] = {}
+        self._windows: dict[str, BudgetWindow] = {}
         self._lock = threading.Lock()
 
-    async def update(self, key: str, change: Callable[[Window | None], tuple[Window | None, T]]) -> T:
+    async def update(self, key: str, change: Change[T]) -> T:
         return self.update_now(key, change)
 
-    def update_now(self, key: str, change: Callable[[Window | None], tuple[Window | None, T]]) -> T:
+    def update_now(self, key: str, change: Change[T]) -> T:
         """:meth:`update` without the coroutine (the budget's fast path for this store)."""
         with self._lock:
             new, result = change(self._windows.get(key))
@@ -136,3 +151,229 @@ class MemoryBudgetStore:
 
     def __repr__(self) -> str:
         return f"<MemoryBudgetStore routes={len(self._windows)}>"
+
+
+_BACKGROUND: set[object] = set()  # release tasks of cancelled calls, kept alive until done
+
+WAIT: contextvars.ContextVar[float | None] = contextvars.ContextVar("billingos_budget_wait", default=None)
+"""The longest a call made in this context waits for its budget (``None``: the client's
+``rate_limit_wait``). The recorder sets ``math.inf`` (a track waits for the window rather than being
+refused); a cached check with a stale answer at hand sets ``0`` (answer stale rather than wait)."""
+
+TRACK_ROUTE = "POST /v1/usage/track"
+"""The budget key of usage tracking (the recorder adapts its flush interval to it)."""
+
+BUDGET_EXHAUSTED = "rate_budget_exhausted"
+"""``RateLimitError.code`` of a call the budget refused without sending it."""
+
+_GO = -1.0  # acquire's decision: send now
+_NEWS = -2.0  # acquire's decision: wait for an answer of this route (its probe is in flight)
+_SAME_WINDOW_SLACK = 1.5  # seconds: Reset is whole seconds (rounded up) and a response takes time
+
+
+def _acquire(now: float) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, float]]:
+    def change(old: BudgetWindow | None) -> tuple[BudgetWindow | None, float]:
+        if old is None:  # never seen: this call is the probe, the others wait for its answer
+            return BudgetWindow(0, 0, None, 1), _GO
+        limit = old.limit
+        if limit is None:
+            return old, _GO
+        window = old
+        if window.reset_at is not None and now >= window.reset_at:
+            # Rolled over. What is still in flight may land in the new window: count it there.
+            window = BudgetWindow(limit, max(limit - window.in_flight, 0), None, window.in_flight)
+        if window.remaining > 0:
+            return attrs.evolve(window, remaining=window.remaining - 1, in_flight=window.in_flight + 1), _GO
+        if window.reset_at is None:
+            if window.in_flight == 0:  # no one will tell: this call asks (a probe)
+                return attrs.evolve(window, in_flight=1), _GO
+            return window, _NEWS
+        return window, window.reset_at
+
+    return change
+
+
+def _settle(
+    now: float, stated: RateLimit | None, answered: bool
+) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, None]]:
+    def change(old: BudgetWindow | None) -> tuple[BudgetWindow | None, None]:
+        in_flight = max((old.in_flight if old is not None else 1) - 1, 0)
+        if stated is None or stated.limit is None or stated.remaining is None or stated.reset_seconds is None:
+            if answered and stated is None:  # a response without rate-limit headers: no limiting there
+                return BudgetWindow(None, 0, None, in_flight), None
+            return (None if old is None else attrs.evolve(old, in_flight=in_flight)), None
+        reset_at = now + stated.reset_seconds
+        remaining = stated.remaining
+        if old is not None and old.limit:
+            if old.reset_at is not None and reset_at <= old.reset_at + _SAME_WINDOW_SLACK:
+                # The same window: what we sent since is not in the server's figure yet, maybe.
+                return BudgetWindow(
+                    stated.limit, min(old.remaining, remaining), max(old.reset_at, reset_at), in_flight
+                ), None
+            if old.reset_at is None:  # rolled over here, first word of the new window
+                remaining = min(old.remaining, remaining - in_flight)
+            else:
+                remaining -= in_flight
+        else:
+            remaining -= in_flight  # the others in flight may not be counted yet
+        return BudgetWindow(stated.limit, max(min(remaining, stated.limit), 0), reset_at, in_flight), None
+
+    return change
+
+
+class RateBudget:
+    """Spends each route's rate limit deliberately: no request is sent that the server would refuse.
+
+    A client has one (``AsyncBillingOS(rate_budget=...)``, default: an in-memory one); it reads the
+    ``X-RateLimit-*`` headers of every response and, before each attempt, decides whether to send,
+    wait for the window's reset (at most the client's ``rate_limit_wait`` seconds), or refuse with
+    ``RateLimitError(code="rate_budget_exhausted")`` without sending. See ``docs/scale.md``.
+
+    Args:
+        store: where the windows live: :class:`MemoryBudgetStore` (default, this process) or a shared
+            :class:`BudgetStore` such as a Redis one (a fleet behind one egress IP spends one budget).
+        clock: seconds since the epoch (``time.time``; inject one in tests, with ``sleep``).
+        sleep: how to wait for a window's reset (``anyio.sleep``).
+
+    Example::
+
+        billing = AsyncBillingOS(rate_budget=RateBudget(), rate_limit_wait=5)
+        ...
+        print(billing.rate_limits["GET /v1/usage/check"])   # RateLimit(limit=100, remaining=63, ...)
+    """
+
+    __slots__ = ("_broken", "_clock", "_fast", "_seen", "_sleep", "store")
+
+    def __init__(
+        self,
+        store: BudgetStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, BudgetStore):
+            raise TypeError(f"store must be a BudgetStore, not {type(store).__name__}")
+        self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
+        self._fast = self.store.update_now if type(self.store) is MemoryBudgetStore else None
+        self._clock = clock
+        self._sleep = sleep
+        self._seen: dict[str, RateLimit] = {}
+        self._broken = False
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The last window each route's responses stated, in this process: ``{"GET /v1/usage/check":
+        RateLimit(limit, remaining, reset_seconds)}``, ``reset_seconds`` counted from now."""
+        now = self._clock()
+        result = {}
+        for key, stated in self._seen.items():
+            assert stated.reset_seconds is not None
+            reset = stated.reset_seconds - now  # stored as an absolute time, see settle
+            if reset <= 0:
+                result[key] = RateLimit(stated.limit, stated.limit, 0.0)
+            else:
+                result[key] = RateLimit(stated.limit, stated.remaining, reset)
+        return result
+
+    async def _update(self, key: str, change: Change[T]) -> T | None:
+        fast = self._fast
+        if fast is not None:
+            return fast(key, change)
+        try:
+            return await self.store.update(key, change)
+        except Exception as exc:  # a store down must never fail a call: send unbudgeted
+            if not self._broken:
+                self._broken = True
+                logger.warning("Rate budget store %r failed (%s): calls are sent unbudgeted", self.store, exc)
+            return None
+
+    async def acquire(self, key: str, max_wait: float) -> None:
+        """Reserve one request of ``key``'s window, waiting at most ``max_wait`` seconds for it.
+
+        Raises:
+            RateLimitError: ``code="rate_budget_exhausted"``, nothing sent, when the budget stays
+                spent for longer than ``max_wait`` (``retry_after``: seconds until the reset, if known).
+        """
+        wait = WAIT.get()
+        if wait is not None:
+            max_wait = wait
+        clock = self._clock
+        started = clock()
+        polls = 0
+        while True:
+            now = clock()
+            decision = await self._update(key, _acquire(now))
+            if decision is None or decision == _GO:
+                return
+            if decision == _NEWS:
+                wake = now + min(0.005 * 2**polls, 0.1)
+                polls += 1
+            else:
+                wake = decision
+            if wake - started > max_wait:
+                raise self._refusal(key, None if decision == _NEWS else decision - now)
+            if decision == _NEWS:
+                await _real_sleep(wake - now)  # an answer is on its way: real time, whatever the clock
+            else:
+                await (self._sleep or _real_sleep)(max(wake - now, 0.0))
+
+    def _refusal(self, key: str, retry_after: float | None) -> RateLimitError:
+        seen = self._seen.get(key)
+        return RateLimitError(
+            f"The rate budget of {key} is spent for this window; the request was not sent "
+            f"(the client's rate_limit_wait bounds how long a call waits for the next window).",
+            code=BUDGET_EXHAUSTED,
+            retry_after=retry_after,
+            rate_limit=None if seen is None else RateLimit(seen.limit, 0, retry_after),
+        )
+
+    async def settle(self, key: str, headers: Mapping[str, str] | None) -> None:
+        """Release ``key``'s reservation; learn the window the response ``headers`` state (``None``:
+        no response arrived, e.g. a connection error)."""
+        stated = None if headers is None else RateLimit.from_headers(headers)
+        now = self._clock()
+        await self._update(key, _settle(now, stated, headers is not None))
+        if stated is not None and stated.limit is not None and stated.reset_seconds is not None:
+            # Kept with the reset as an absolute time (rate_limits turns it back into seconds from now).
+            self._seen[key] = RateLimit(stated.limit, stated.remaining, now + stated.reset_seconds)
+
+    def release_now(self, key: str) -> None:
+        """Release ``key``'s reservation without awaiting (a cancelled call): done in the background
+        for a shared store, at once for the in-memory one."""
+        change = _settle(self._clock(), None, False)
+        if self._fast is not None:
+            self._fast(key, change)
+            return
+        try:
+            import asyncio
+
+            task = asyncio.get_running_loop().create_task(self._update(key, change))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+        except RuntimeError:  # not on asyncio (trio): the window's in_flight heals at its expiry
+            pass
+
+    def __repr__(self) -> str:
+        return f"<RateBudget store={self.store!r}>"
+
+
+def budget_of(rate_budget: object) -> RateBudget | None:
+    """A client's ``rate_budget`` argument as its budget: ``None``/``True`` a new in-memory one."""
+    if rate_budget is None or rate_budget is True:
+        return RateBudget()
+    if rate_budget is False:
+        return None
+    if isinstance(rate_budget, RateBudget):
+        return rate_budget
+    from ._errors import ValidationError
+
+    raise ValidationError(
+        f"rate_budget must be a RateBudget, True or False, not {type(rate_budget).__name__}.",
+        code="invalid_argument",
+    )
+
+
+async def _real_sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import attrs
 
+from . import _budget
 from . import _validate as check
 from ._errors import NetworkError, RateLimitError, ServerError, ValidationError
 from ._logs import logger
@@ -498,6 +499,8 @@ class EntitlementCache:
     ) -> _Outcome:
         """Run one upstream fetch; store its answer unless detached meanwhile; never raise an Exception."""
         age = 0.0
+        # A stale answer at hand: if the route's rate budget is spent, answer it rather than wait.
+        waiting = _budget.WAIT.set(0.0) if self._has_stale(key) else None
         try:
             if self._store is None:
                 entitlement = await fetch()
@@ -522,6 +525,8 @@ class EntitlementCache:
                 if self._flights.get(fkey) is flight:
                     self._store_locked(key, entitlement, now - age)
         finally:  # also on cancellation: the next check must not wait on a flight that has ended
+            if waiting is not None:
+                _budget.WAIT.reset(waiting)
             with self._lock:
                 if self._flights.get(fkey) is flight:
                     del self._flights[fkey]
@@ -571,6 +576,14 @@ class EntitlementCache:
         if self._store is not None:
             await self._store.invalidate(self._scope, customer_id, feature_key)
 
+    def _has_stale(self, key: _Key) -> bool:
+        """Whether an answer young enough for stale-if-error is held for ``key``."""
+        if self._stale_if_error <= 0:
+            return False
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry is not None and self._clock() - entry[1] <= self._stale_if_error
+
     def _fallback(self, key: _Key, exc: Exception) -> _Outcome:
         """BillingOS is unavailable: a stale answer young enough, else the ``on_unavailable`` policy."""
         now = self._clock()
@@ -583,7 +596,8 @@ class EntitlementCache:
         if entry is not None and age < self._ttl:  # stored meanwhile (a cache=False check): fresh
             return _Outcome(entry[0])
         if entry is not None and age <= self._stale_if_error:
-            logger.warning(
+            log = logger.debug if getattr(exc, "code", None) == _budget.BUDGET_EXHAUSTED else logger.warning
+            log(
                 "entitlement check %s/%s failed (%s: %s); serving the answer from %.0f s ago as stale",
                 customer_id, feature_key, type(exc).__name__, exc, age,
             )  # fmt: skip

@@ -18,12 +18,23 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from billingos import AsyncBillingOS, BillingOS, EntitlementCache, RedisStore, RetryPolicy, ValidationError
-from billingos.testing import FakeBillingOS, Fault
+from billingos import (
+    AsyncBillingOS,
+    BillingOS,
+    EntitlementCache,
+    RateBudget,
+    RedisBudgetStore,
+    RedisStore,
+    RetryPolicy,
+    ValidationError,
+)
+from billingos.testing import FakeBillingOS, Fault, RateLimits
 
+from .._factories import Clock
 from .._redis_server import RedisServer
 from .._redis_server import redis_server as redis_server  # the fixture
-from ._helpers import QUOTA
+from ._helpers import QUOTA, seed, statuses
+from .conftest import Mount
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
@@ -295,3 +306,43 @@ def test_store_arguments_are_checked() -> None:
         RedisStore(object())  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="lease must be"):
         RedisStore(redis.asyncio.Redis(), lease=0)
+
+
+# -- the rate budget on Redis ------------------------------------------------------------------------
+
+
+async def test_two_processes_sharing_a_redis_budget_get_no_429(
+    mount: Mount, redis_server: RedisServer, prefix: str
+) -> None:
+    clock = Clock(time.time())  # budget windows are epoch times (BudgetStore's contract)
+    fake = FakeBillingOS(rate_limits=RateLimits(per_route=20, window=60), clock=clock)
+    url = mount(fake)
+    seed(fake)
+
+    async def sleep(seconds: float) -> None:  # waiting for the next window: the clock jumps there
+        clock.now += seconds
+        await asyncio.sleep(0)
+
+    clients = [redis.asyncio.Redis.from_url(redis_server.url) for _ in range(2)]
+    billings = [
+        AsyncBillingOS(
+            fake.secret_key,
+            api_url=url,
+            rate_budget=RateBudget(store=RedisBudgetStore(c, prefix=prefix), clock=clock, sleep=sleep),
+            rate_limit_wait=100_000,  # each concurrent waiter moves the shared clock on its own
+        )
+        for c in clients
+    ]
+    try:
+        # Two "processes" (own clients, own budgets, one Redis) send 25 checks each: 50 against 20/min.
+        answers = await asyncio.gather(
+            *(b.check_entitlement("user_42", "sso") for b in billings for _ in range(25))
+        )
+    finally:
+        for b in billings:
+            await b.aclose()
+        for c in clients:
+            await c.aclose()
+    assert all(a.has_access for a in answers)
+    assert statuses(fake, CHECK).count(429) == 0
+    assert len(fake.requests_to(CHECK)) == 50

@@ -1,4 +1,4 @@
-"""Scenario 10: the entitlement cache shared on Redis: what a Redis-backed hit costs next to the Redis
+"""Scenario 11: the entitlement cache shared on Redis: what a Redis-backed hit costs next to the Redis
 round trip it cannot avoid.
 
 A Redis-backed hit is a check that misses this process's memory and finds a fresh answer in Redis (what
@@ -85,7 +85,7 @@ async def _rows(ctx: Context, port: int, secret_key: str, url: str) -> list[Row]
 
 
 def run(ctx: Context) -> list[Row]:
-    """10. A Redis-backed entitlement hit against a bare Redis round trip, alternating batches (goal ≤ 2×)."""
+    """11. A Redis-backed entitlement hit against a bare Redis round trip, alternating batches (goal ≤ 2×)."""
     import redis  # noqa: F401 - without redis-py, the harness reports the scenario skipped
 
     binary = shutil.which("redis-server")

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import attrs
 
-from ._budget import FORGET_AFTER, Window
+from ._budget import FORGET_AFTER, BudgetWindow
 from ._errors import ValidationError
 
 if TYPE_CHECKING:
@@ -87,7 +86,9 @@ class RedisBudgetStore:
         self._failure: BaseException | None = None
         self._locks: dict[str, anyio.Lock] = {}  # per route: this process's updates take turns
 
-    async def update(self, key: str, change: Callable[[Window | None], tuple[Window | None, T]]) -> T:
+    async def update(
+        self, key: str, change: Callable[[BudgetWindow | None], tuple[BudgetWindow | None, T]]
+    ) -> T:
         """Atomically replace ``key``'s window ``old`` by ``change(old)[0]``; return ``change(old)[1]``.
 
         Raises the Redis error (or ``TimeoutError``) when Redis cannot answer in ``timeout`` seconds.
@@ -128,16 +129,16 @@ class RedisBudgetStore:
         return f"RedisBudgetStore(prefix={self._prefix!r})"
 
 
-def _keep_ms(window: Window) -> int:
+def _keep_ms(window: BudgetWindow) -> int:
     """Milliseconds to keep ``window``: until ``FORGET_AFTER`` s past its reset (or past now, unknown)."""
     seconds = FORGET_AFTER if window.reset_at is None else window.reset_at - time.time() + FORGET_AFTER
     return max(1000, math.ceil(seconds * 1000))
 
 
-def _encode(window: Window) -> str:
-    return json.dumps(attrs.asdict(window), separators=(",", ":"))
+def _encode(window: BudgetWindow) -> str:
+    return json.dumps(window._asdict(), separators=(",", ":"))
 
 
-def _decode(raw: bytes | str) -> Window:
+def _decode(raw: bytes | str) -> BudgetWindow:
     fields: dict[str, Any] = json.loads(raw)
-    return Window(**fields)
+    return BudgetWindow(**fields)  # exactly the fields written: ints stay ints, floats floats

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from billingos import RedisBudgetStore, ValidationError
-from billingos._budget import FORGET_AFTER, BudgetStore, Window
+from billingos import BudgetStore, BudgetWindow, RedisBudgetStore, ValidationError
+from billingos._budget import FORGET_AFTER
 
 from ._redis_server import RedisServer
 from ._redis_server import redis_server as redis_server  # the fixture
@@ -34,10 +34,10 @@ def prefix() -> str:
     return f"b{uuid.uuid4().hex[:8]}:"
 
 
-def _spend(old: Window | None) -> tuple[Window | None, int]:
+def _spend(old: BudgetWindow | None) -> tuple[BudgetWindow | None, int]:
     """Take one unit: the contract's kind of change (pure, synchronous)."""
-    window = old or Window(limit=1000, remaining=1000, reset_at=time.time() + 60)
-    new = Window(window.limit, window.remaining - 1, window.reset_at, window.in_flight + 1)
+    window = old or BudgetWindow(limit=1000, remaining=1000, reset_at=time.time() + 60)
+    new = BudgetWindow(window.limit, window.remaining - 1, window.reset_at, window.in_flight + 1)
     return new, new.remaining
 
 
@@ -58,7 +58,7 @@ async def test_windows_round_trip_exactly_and_none_deletes(
     clients: list[redis.asyncio.Redis], prefix: str
 ) -> None:
     store = RedisBudgetStore(clients[0], prefix=prefix)
-    window = Window(limit=None, remaining=7, reset_at=None, in_flight=2)
+    window = BudgetWindow(limit=None, remaining=7, reset_at=None, in_flight=2)
     assert await store.update(ROUTE, lambda old: (window, old)) is None
     assert await store.update(ROUTE, lambda old: (old, old)) == window
     assert await store.update(ROUTE, lambda old: (None, old)) == window
@@ -70,10 +70,10 @@ async def test_a_window_is_kept_until_forget_after_past_its_reset(
 ) -> None:
     store = RedisBudgetStore(clients[0], prefix=prefix)
     reset_at = time.time() + 30
-    await store.update(ROUTE, lambda old: (Window(100, 50, reset_at), None))
+    await store.update(ROUTE, lambda old: (BudgetWindow(100, 50, reset_at), None))
     ttl_ms = await clients[0].pttl(prefix + ROUTE)
     assert (30 + FORGET_AFTER - 5) * 1000 < ttl_ms <= (30 + FORGET_AFTER) * 1000
-    await store.update(ROUTE, lambda old: (Window(100, 50, None), None))
+    await store.update(ROUTE, lambda old: (BudgetWindow(100, 50, None), None))
     assert await clients[0].pttl(prefix + ROUTE) <= FORGET_AFTER * 1000
 
 

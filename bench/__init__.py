@@ -30,4 +30,6 @@ SCENARIOS = (
     Scenario("7", "imports", "bench.imports:run", "Import time"),
     Scenario("8", "memory", "bench.memory:run", "Memory"),
     Scenario("9", "first-use", "bench.first_use:run", "No stall of a running loop on first use"),
+    Scenario("10", "scale", "bench.scale:run", "Running at scale: rate budget, 500-user workload"),
+    Scenario("11", "redis", "bench.redis_cache:run", "Entitlement cache shared on Redis"),
 )

@@ -15,6 +15,7 @@ Everything public is exported here; every other module is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._budget import BudgetStore, BudgetWindow, MemoryBudgetStore, RateBudget
 from ._client import AsyncBillingOS, AsyncBillingOSWithRawResponse
 from ._errors import (
     AuthenticationError,
@@ -95,6 +96,8 @@ if TYPE_CHECKING:
         SyncUsageRecorder,
         UsageRecorder,
     )
+    from ._redis_budget import RedisBudgetStore
+    from ._redis_store import RedisStore
     from ._sync import (
         BillingOS,
         BillingOSWithRawResponse,
@@ -135,6 +138,8 @@ _LAZY = {
     "CustomerUsage": "._sync",
     "CacheStats": "._cache",
     "EntitlementCache": "._cache",
+    "RedisBudgetStore": "._redis_budget",  # the rate budget shared by a fleet on Redis
+    "RedisStore": "._redis_store",  # and redis only when a RedisStore is given a client
     "BillingOS": "._sync",
     "BillingOSWithRawResponse": "._sync",
     "CustomersWithRawResponse": "._sync",
@@ -196,6 +201,8 @@ __all__ = [
     "BillingOS",
     "BillingOSError",
     "BillingOSWithRawResponse",
+    "BudgetStore",
+    "BudgetWindow",
     "CacheStats",
     "Catalog",
     "CatalogProduct",
@@ -224,6 +231,7 @@ __all__ = [
     "EntitlementsWithRawResponse",
     "FeatureType",
     "GrantedFeature",
+    "MemoryBudgetStore",
     "NetworkError",
     "NotFoundError",
     "Page",
@@ -233,12 +241,15 @@ __all__ = [
     "PriceInterval",
     "ProductFeature",
     "QuotaExceededError",
+    "RateBudget",
     "RateLimit",
     "RateLimitError",
     "RawResponse",
     "RecorderFullError",
     "RecorderOptions",
     "RecorderStats",
+    "RedisBudgetStore",
+    "RedisStore",
     "RequestOptions",
     "RequestTimeoutError",
     "ResponseDecodeError",

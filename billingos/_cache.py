@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import attrs
 
+from . import _budget
 from . import _validate as check
 from ._errors import NetworkError, RateLimitError, ServerError, ValidationError
 from ._logs import logger
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _loops
+    from ._redis_store import RedisStore
 
 __all__ = ["CacheStats", "EntitlementCache", "OnUnavailable"]
 
@@ -87,7 +89,15 @@ class CacheStats:
     evictions: int = 0
     """Entries dropped to stay within ``max_entries`` (least recently used first)."""
     size: int = 0
-    """Entries held now."""
+    """Entries held now (in this process's memory)."""
+    shared_hits: int = 0
+    """With a ``store``: misses of the memory answered from the shared store, without a request."""
+    shared_coalesced: int = 0
+    """With a ``store``: misses of the memory answered by another process's request (it held the lock)."""
+    store_errors: int = 0
+    """With a ``store``: its commands that failed or timed out (the cache carried on from memory)."""
+    store_down: bool = False
+    """With a ``store``: ``True`` while it is skipped after a failure (the cache runs on memory alone)."""
 
 
 @attrs.frozen
@@ -133,6 +143,11 @@ class EntitlementCache:
             error (default), or answer ``"allow"`` / ``"deny"`` with
             ``reason=EntitlementReason.BILLINGOS_UNAVAILABLE``.
         clock: a monotonic clock in seconds (inject one in tests).
+        store: a shared second level, :class:`RedisStore`: answers shared by every process of a fleet,
+            one upstream request per miss across the fleet, tracks applied fleet-wide. Memory stays the
+            first level; when the store is down or slow the cache runs on memory alone (see
+            ``stats.store_down``), never failing a check for it. ``misses`` then counts this process's
+            fetches, of which ``shared_hits`` and ``shared_coalesced`` sent no request.
 
     Example::
 
@@ -150,6 +165,7 @@ class EntitlementCache:
         max_entries: int = 100_000,
         on_unavailable: OnUnavailable = "raise",
         clock: Callable[[], float] = time.monotonic,
+        store: RedisStore | None = None,
     ) -> None:
         self._ttl = _seconds("ttl", ttl)
         self._stale_if_error = _seconds("stale_if_error", stale_if_error)
@@ -167,6 +183,16 @@ class EntitlementCache:
                 f"clock must be a callable returning seconds, not {type(clock).__name__}.",
                 code="invalid_argument",
             )
+        if store is not None:
+            from ._redis_store import RedisStore
+
+            if not isinstance(store, RedisStore):
+                raise ValidationError(
+                    f"store must be a RedisStore, not {type(store).__name__}.", code="invalid_argument"
+                )
+        self._store = store
+        self._scope = "unbound"  # the store's key space: a hash of the client's URL and key (see _bind)
+        self._shared_hits = self._shared_coalesced = 0
         self._max_entries = max_entries
         self._on_unavailable: OnUnavailable = on_unavailable
         self._clock = clock
@@ -198,6 +224,11 @@ class EntitlementCache:
     def max_entries(self) -> int:
         """The bound on cached (customer, feature) answers."""
         return self._max_entries
+
+    @property
+    def store(self) -> RedisStore | None:
+        """The shared second level (:class:`RedisStore`), or ``None`` for a cache in memory only."""
+        return self._store
 
     @property
     def on_unavailable(self) -> OnUnavailable:
@@ -370,6 +401,7 @@ class EntitlementCache:
             s = cache.stats
             print(s.hits, s.misses, s.coalesced, s.stale, s.unavailable, s.evictions, s.size)
         """
+        store = self._store
         with self._lock:
             return CacheStats(
                 hits=self._hits,
@@ -379,6 +411,10 @@ class EntitlementCache:
                 unavailable=self._unavailable,
                 evictions=self._evictions,
                 size=len(self._entries),
+                shared_hits=self._shared_hits,
+                shared_coalesced=self._shared_coalesced,
+                store_errors=0 if store is None else store.errors,
+                store_down=False if store is None else store.down,
             )
 
     def __len__(self) -> int:
@@ -405,6 +441,7 @@ class EntitlementCache:
         with self._lock:
             if self._owner is None:
                 self._owner = owner
+                self._scope = hashlib.sha256(owner.encode()).hexdigest()[:16]
                 return
             if self._owner == owner:
                 return
@@ -461,8 +498,22 @@ class EntitlementCache:
         self, key: _Key, fkey: _FlightKey, flight: _Flight, fetch: Callable[[], Awaitable[Entitlement]]
     ) -> _Outcome:
         """Run one upstream fetch; store its answer unless detached meanwhile; never raise an Exception."""
+        age = 0.0
+        # A stale answer at hand: if the route's rate budget is spent, answer it rather than wait.
+        waiting = _budget.WAIT.set(0.0) if self._has_stale(key) else None
         try:
-            entitlement = await fetch()
+            if self._store is None:
+                entitlement = await fetch()
+            else:
+                entitlement, age, source = await self._store.fetch(
+                    self._scope, *key, fetch, ttl=self._ttl, keep=self._keep, seen=self._adopter(key)
+                )
+                if source != "upstream":
+                    with self._lock:
+                        if source == "shared":
+                            self._shared_hits += 1
+                        else:
+                            self._shared_coalesced += 1
         except UNAVAILABLE_ERRORS as exc:
             outcome = self._fallback(key, exc)
         except Exception as exc:
@@ -472,12 +523,66 @@ class EntitlementCache:
             now = self._clock()
             with self._lock:
                 if self._flights.get(fkey) is flight:
-                    self._store_locked(key, entitlement, now)
+                    self._store_locked(key, entitlement, now - age)
         finally:  # also on cancellation: the next check must not wait on a flight that has ended
+            if waiting is not None:
+                _budget.WAIT.reset(waiting)
             with self._lock:
                 if self._flights.get(fkey) is flight:
                     del self._flights[fkey]
         return outcome
+
+    def _adopter(self, key: _Key) -> Callable[[Entitlement, float], None]:
+        """Keep a shared answer too old to serve in memory (unless memory has a newer one): the
+        stale-if-error fallback then finds it."""
+
+        def adopt(entitlement: Entitlement, age: float) -> None:
+            arrived = self._clock() - age
+            with self._lock:
+                entry = self._entries.get(key)
+                if (entry is None or entry[1] < arrived) and age <= self._keep:
+                    self._store_locked(key, entitlement, arrived)
+
+        return adopt
+
+    async def _after_track(self, customer_id: str, feature_key: str, record: UsageRecord | None) -> None:
+        """``usage.track``'s hook: ``record`` applied (``on_tracked``), or ``None`` when BillingOS refused
+        the track (``invalidate``), in memory and, with a store, in the shared store too."""
+        if record is None:
+            self.invalidate(customer_id, feature_key)
+        else:
+            self.on_tracked(customer_id, feature_key, record)
+        store = self._store
+        if store is None:
+            return
+        if record is None:
+            await store.invalidate(self._scope, customer_id, feature_key)
+        else:
+            await store.tracked(
+                self._scope, customer_id, feature_key, lambda ent: _consume(ent, record), self._keep
+            )
+
+    async def invalidate_shared(self, customer_id: str, feature_key: str | None = None) -> None:
+        """:meth:`invalidate`, and the same in the shared ``store`` (every process then asks again).
+
+        Other processes' memory keeps what it holds until its ``ttl`` runs out. Without a store it is
+        :meth:`invalidate`. Redis errors are counted in ``stats.store_errors``, never raised.
+
+        Example::
+
+            await cache.invalidate_shared("user_42")   # the customer changed plans
+        """
+        self.invalidate(customer_id, feature_key)
+        if self._store is not None:
+            await self._store.invalidate(self._scope, customer_id, feature_key)
+
+    def _has_stale(self, key: _Key) -> bool:
+        """Whether an answer young enough for stale-if-error is held for ``key``."""
+        if self._stale_if_error <= 0:
+            return False
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry is not None and self._clock() - entry[1] <= self._stale_if_error
 
     def _fallback(self, key: _Key, exc: Exception) -> _Outcome:
         """BillingOS is unavailable: a stale answer young enough, else the ``on_unavailable`` policy."""
@@ -491,7 +596,8 @@ class EntitlementCache:
         if entry is not None and age < self._ttl:  # stored meanwhile (a cache=False check): fresh
             return _Outcome(entry[0])
         if entry is not None and age <= self._stale_if_error:
-            logger.warning(
+            log = logger.debug if getattr(exc, "code", None) == _budget.BUDGET_EXHAUSTED else logger.warning
+            log(
                 "entitlement check %s/%s failed (%s: %s); serving the answer from %.0f s ago as stale",
                 customer_id, feature_key, type(exc).__name__, exc, age,
             )  # fmt: skip

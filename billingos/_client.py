@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 import httpx2
 
 from . import _logs
+from ._budget import RateBudget, budget_of
 from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from ._cache import EntitlementCache
     from ._customer_session import AsyncCustomerSession, CustomerArguments
     from ._recorder import RecorderOptions, UsageRecorder
-    from ._response import RawResponse
+    from ._response import RateLimit, RawResponse
     from ._tokens import TokenCache
 
 P = ParamSpec("P")
@@ -124,6 +125,13 @@ class AsyncBillingOS:
         max_response_bytes: the largest decoded response body accepted, default 16 MiB (a page of 100
             customers is ~100 kB). A larger one is refused while it streams, before it is decompressed
             any further, with ``ResponseDecodeError(code="response_too_large")``; its connection is closed.
+        rate_budget: the :class:`RateBudget` that spends each route's server rate limit (read from the
+            ``X-RateLimit-*`` headers) so that no request is sent the server would refuse; default
+            (``None``/``True``) an in-memory one, ``False`` turns it off. Shared by ``with_options``
+            copies. Per-route state: :attr:`rate_limits`; docs: "Running at scale".
+        rate_limit_wait: seconds a call waits for its route's next window when the budget is spent,
+            default 10; then ``RateLimitError(code="rate_budget_exhausted")`` without sending. The usage
+            recorder's tracks wait as long as it takes; a cached check with a stale answer does not wait.
 
     ``None`` for any setting means its default, never "disabled".
 
@@ -159,6 +167,8 @@ class AsyncBillingOS:
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
         max_response_bytes: int | None = None,
+        rate_budget: RateBudget | bool | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         try:
             settings = resolve(
@@ -169,10 +179,11 @@ class AsyncBillingOS:
                 limits,
                 http_backend=http_backend,
                 max_response_bytes=max_response_bytes,
+                rate_limit_wait=rate_limit_wait,
             )
         finally:
             del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
-        self._init_from(settings, http_client, retry_policy, entitlement_cache)
+        self._init_from(settings, http_client, retry_policy, entitlement_cache, budget_of(rate_budget))
 
     @classmethod
     def _from_settings(
@@ -181,10 +192,11 @@ class AsyncBillingOS:
         http_client: httpx2.AsyncClient | None,
         retry_policy: RetryPolicy | None,
         entitlement_cache: EntitlementCache | None = None,
+        budget: RateBudget | None = None,
     ) -> AsyncBillingOS:
         """Build from already-resolved settings (the sync facade resolves them in the caller's thread)."""
         client = object.__new__(cls)
-        client._init_from(settings, http_client, retry_policy, entitlement_cache)
+        client._init_from(settings, http_client, retry_policy, entitlement_cache, budget)
         return client
 
     def _init_from(
@@ -193,6 +205,7 @@ class AsyncBillingOS:
         http_client: httpx2.AsyncClient | None,
         retry_policy: RetryPolicy | None,
         entitlement_cache: EntitlementCache | None,
+        budget: RateBudget | None = None,
     ) -> None:
         if entitlement_cache is not None and not _is_cache(entitlement_cache):
             raise ValidationError(
@@ -201,6 +214,7 @@ class AsyncBillingOS:
             )
         _logs.setup_from_env()
         transport = Transport.create(settings, http_client)
+        transport.budget = budget
         self._setup(settings, transport, retry_policy or RetryPolicy(), entitlement_cache, _TokenSlot())
 
     def _setup(
@@ -312,6 +326,23 @@ class AsyncBillingOS:
     def max_retries(self) -> int:
         """Retries after the first attempt."""
         return self._requester.settings.max_retries
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The server's rate limit per route, as its latest responses stated it (this process's view).
+
+        Keys are ``"METHOD /route/template"`` (the server counts per route handler); each
+        :class:`RateLimit` has ``limit``, ``remaining`` and ``reset_seconds`` (from now). Empty with
+        ``rate_budget=False``, and for routes not called yet or answered without rate-limit headers.
+
+        Example::
+
+            await billing.entitlements.check("user_42", "api_calls")
+            print(billing.rate_limits["GET /v1/usage/check"])
+            # RateLimit(limit=100, remaining=99, reset_seconds=59.8)
+        """
+        budget = self._requester.transport.budget
+        return {} if budget is None else budget.rate_limits
 
     def with_options(
         self,

@@ -29,6 +29,8 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """16 MiB of decoded body: a 100-customer page is ~100 kB, and ~10 MB with every customer's metadata near
 the 100 kB a request may carry; anything larger is a broken or hostile answer, not data."""
+DEFAULT_RATE_LIMIT_WAIT = 10.0
+"""Seconds a call waits for its route's rate budget by default: a handler's patience, not a 60 s window."""
 # keep-alive = max: every connection the pool opened under load stays open for the next burst (a lower
 # value closes connections as they go idle, and each later burst pays new connects).
 DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
@@ -88,6 +90,8 @@ class Settings:
     ``None`` when ``timeout`` is an :class:`httpx2.Timeout` (its phases only)."""
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """The largest decoded response body accepted; a larger one is refused while it streams."""
+    rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT
+    """Seconds a call may wait for its route's rate budget before ``RateLimitError`` (unsent)."""
 
 
 def resolve(
@@ -99,6 +103,7 @@ def resolve(
     env: Mapping[str, str] | None = None,
     http_backend: str | None = None,
     max_response_bytes: int | None = None,
+    rate_limit_wait: float | None = None,
 ) -> Settings:
     """Resolve every setting from arguments, then the environment, then defaults (CONTRACT §1).
 
@@ -108,9 +113,12 @@ def resolve(
     (Sentry, rich, ``pytest -l``) would print. The caller deletes its own copy (``del secret_key``).
     """
     try:
-        return _resolve(
+        settings = _resolve(
             secret_key, api_url, timeout, max_retries, limits, env, http_backend, max_response_bytes
         )
+        if rate_limit_wait is not None:
+            settings = attrs.evolve(settings, rate_limit_wait=check_rate_limit_wait(rate_limit_wait))
+        return settings
     except ValidationError as exc:
         raise exc.with_traceback(None) from None
     finally:
@@ -257,6 +265,16 @@ def check_timeout(timeout: TimeoutTypes | None) -> httpx2.Timeout:
         return timeout
     seconds = _positive("timeout", timeout)
     return httpx2.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
+
+
+def check_rate_limit_wait(value: object) -> float:
+    """``rate_limit_wait``: a finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+        raise ValidationError(
+            f"rate_limit_wait must be a finite number of seconds >= 0 (0: never wait), got {value!r}.",
+            code="invalid_argument",
+        )
+    return float(value)
 
 
 def deadline_of(timeout: TimeoutTypes | None) -> float | None:

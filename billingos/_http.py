@@ -25,6 +25,7 @@ import attrs
 import httpx2
 
 from . import _convert, _tracing
+from ._budget import RateBudget
 from ._config import (
     Settings,
     TimeoutTypes,
@@ -189,6 +190,8 @@ class Transport:
     """Headers the backend's client adds by default; each requester merges them into its own once."""
     factory: Callable[[], Backend] | None = None
     closed: bool = False
+    budget: RateBudget | None = None
+    """The rate budget every copy of the client spends (issue 15); ``None``: off."""
     _building: threading.Lock = attrs.field(factory=threading.Lock)
 
     @classmethod
@@ -374,6 +377,9 @@ class Requester:
         except httpx2.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
             raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
         call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id, as_customer)
+        if self.transport.budget is not None:
+            template = getattr(url_path, "template", url_path)
+            call.budget_key = f"{method} {url_path if template == '{path}' else template}"
 
         may_have_run = False  # did an earlier attempt possibly reach the server?
         traced = _tracing.CALL.get()  # tracing (issue 14): the call's span while OpenTelemetry records
@@ -416,6 +422,10 @@ class Requester:
     async def _attempt(self, call: _Call, retry_number: int, ok_on_retry: frozenset[int]) -> Reply:
         if self.transport.closed:
             raise _closed_error()  # e.g. closed while this call waited to retry
+        budget = self.transport.budget
+        key = call.budget_key
+        if budget is not None and key is not None:
+            await budget.acquire(key, self.settings.rate_limit_wait)
         started = time.perf_counter()
         try:
             backend = self.transport.backend or await self.transport.started()
@@ -429,15 +439,21 @@ class Requester:
                 call.deadline,
             )
         except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
+            if budget is not None and key is not None:  # no answer: release the reservation only
+                await budget.settle(key, None)
             if self.transport.is_closed:  # the pool was closed under this call: that is the cause
                 raise _closed_error() from error
             error.request_id = call.request_id
             _log_attempt(call, retry_number, started, None, error)
             raise
-        except RuntimeError:
-            if not self.transport.is_closed:
+        except BaseException as error:  # closed in flight (RuntimeError), cancelled, ...
+            if budget is not None and key is not None:
+                budget.release_now(key)
+            if not isinstance(error, RuntimeError) or not self.transport.is_closed:
                 raise
             raise _closed_error() from None  # closed while this call was in flight
+        if budget is not None and key is not None:
+            await budget.settle(key, reply.headers)
         _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
         if reply.status_code >= 300 and reply.status_code not in ok_on_retry:
@@ -453,6 +469,7 @@ class _Call:
 
     __slots__ = (
         "as_customer",
+        "budget_key",
         "content",
         "deadline",
         "headers",
@@ -476,6 +493,8 @@ class _Call:
         as_customer: bool = False,
     ) -> None:
         self.as_customer = as_customer
+        self.budget_key: str | None = None
+        """``"GET /v1/usage/check"``: the route whose rate budget the call spends (``None``: no budget)."""
         self.deadline = deadline
         self.method = method
         self.path = path

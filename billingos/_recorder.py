@@ -40,7 +40,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import _errors
+from . import _budget, _errors
 from . import _validate as check
 from ._errors import (
     AuthenticationError,
@@ -66,6 +66,7 @@ from ._outbox import (
     Staging,
 )
 from ._resources._base import Unpack
+from ._response import RateLimit
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -418,6 +419,7 @@ class UsageRecorder:
         self._global_gate = 0.0
         self._outstanding: dict[int, int] = {}
         self._gen = 0
+        self._last_batches = 0  # track calls the last seal made: what the next window will cost, roughly
         self._in_flight = 0
         self._broken: BillingOSError | None = None
         self._dead: deque[DeadLetter] = deque(maxlen=settings.max_dead_letters)
@@ -834,7 +836,7 @@ class UsageRecorder:
     async def _pump(self) -> None:
         """Seal a window every ``flush_interval`` seconds."""
         while True:
-            await anyio.sleep(self._settings.flush_interval)
+            await anyio.sleep(self._interval())
             if self._staging.unsealed > 0:
                 try:
                     _, partial = await self._seal()
@@ -842,6 +844,21 @@ class UsageRecorder:
                         raise partial
                 except BillingOSError as exc:  # the outbox failed: its writer logs and retries
                     logger.debug("Sealing a usage window failed: %s", exc)
+
+    def _interval(self) -> float:
+        """``flush_interval``, stretched so that the track calls of a window fit the route's rate budget.
+
+        A window of B (customer, feature) pairs costs B calls; with R calls left until the reset in T
+        seconds, sealing every T * B / R seconds spends the budget evenly (more events coalesce per
+        call instead of waiting in line for the next window). Never longer than T.
+        """
+        base = self._settings.flush_interval
+        limits: Mapping[str, RateLimit] | None = getattr(self._client, "rate_limits", None)
+        window = limits.get(_budget.TRACK_ROUTE) if limits else None
+        if window is None or window.remaining is None or not window.reset_seconds or not self._last_batches:
+            return base
+        spread = window.reset_seconds * self._last_batches / max(window.remaining, 1)
+        return max(base, min(spread, window.reset_seconds))
 
     async def _seal(self) -> tuple[int, SealedInMemoryOnly | None]:
         """Turn every unsealed event into batches (written to the outbox first); returns their window, and
@@ -855,6 +872,7 @@ class UsageRecorder:
                     batches, partial = exc.batches, exc
                 self._gen += 1
                 gen = self._gen
+                self._last_batches = len(batches)
                 if batches:
                     with self._staging.lock:
                         self._staging.unsealed -= sum(b.events for b in batches)
@@ -919,6 +937,8 @@ class UsageRecorder:
             else:
                 self._counts["retried"] += 1
             flight.attempts += 1
+            # A spent rate budget: wait for the window (until the retry deadline) rather than be refused.
+            waiting = _budget.WAIT.set(max(flight.first_attempt + self._settings.retry_deadline - now, 0.0))
             try:
                 await self._client.usage.track(
                     batch.customer_id,
@@ -946,6 +966,8 @@ class UsageRecorder:
                 self._counts["confirmed"] += batch.events
                 self._finish(flight)
                 self._outbox.confirm(batch.key)
+            finally:
+                _budget.WAIT.reset(waiting)
         finally:
             self._in_flight -= 1
             self._wake.set()
@@ -979,7 +1001,8 @@ class UsageRecorder:
                 self._bury(flight, exc)
                 return
             self._gates[flight.batch.customer_id] = max(self._gates.get(flight.batch.customer_id, 0.0), until)
-            if exc.headers.get("x-ratelimit-remaining") == "0":  # the route's limit, not the customer's
+            if exc.code == _budget.BUDGET_EXHAUSTED or exc.headers.get("x-ratelimit-remaining") == "0":
+                # the route's limit, not the customer's
                 self._global_gate = max(self._global_gate, until)
         else:
             delay = self._settings.retry_policy.backoff(flight.attempts - 1)

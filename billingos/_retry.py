@@ -73,6 +73,8 @@ class RetryPolicy:
     def should_retry(self, exc: BaseException, *, retry_safe: bool) -> bool:
         """Whether ``exc`` may be retried, for a request that is (or is not) safe to repeat."""
         if isinstance(exc, RateLimitError):
+            if exc.code == "rate_budget_exhausted":  # refused unsent by the budget, which already waited
+                return False
             return exc.retry_after is None or exc.retry_after <= self.max_retry_after
         if isinstance(exc, NetworkError):
             return retry_safe or not getattr(exc, "_maybe_sent", True)

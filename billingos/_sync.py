@@ -41,6 +41,7 @@ import httpx2
 from anyio.from_thread import BlockingPortal
 
 from . import _tracing
+from ._budget import RateBudget, budget_of
 from ._cache import EntitlementCache
 from ._client import AsyncBillingOS
 from ._config import (
@@ -83,10 +84,11 @@ from ._resources._base import AsyncPaginator, Unpack
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Self
 
     from ._recorder import RecorderOptions, SyncUsageRecorder
+    from ._response import RateLimit
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -1164,6 +1166,7 @@ class BillingOS(_SyncBase):
 
     __slots__ = (
         "__weakref__",
+        "_budget",
         "_entitlement_cache",
         "_options",
         "_runner",
@@ -1197,6 +1200,8 @@ class BillingOS(_SyncBase):
         entitlement_cache: EntitlementCache | None = None,
         http_backend: HttpBackend | None = None,
         max_response_bytes: int | None = None,
+        rate_budget: RateBudget | bool | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         # Refuse bad configuration here, not on the first call.
         try:
@@ -1208,6 +1213,7 @@ class BillingOS(_SyncBase):
                 limits,
                 http_backend=http_backend,
                 max_response_bytes=max_response_bytes,
+                rate_limit_wait=rate_limit_wait,
             )
         finally:
             del secret_key  # only the masked SecretKey from here on, even in a traceback's locals
@@ -1222,6 +1228,7 @@ class BillingOS(_SyncBase):
             # Now, not when the core is built on the first miss: a hit may come before that.
             entitlement_cache._bind(settings.api_url, settings.secret_key)
         creator_pid = os.getpid()
+        budget = self._budget = budget_of(rate_budget)
 
         def build() -> AsyncBillingOS:
             if http_client is not None and os.getpid() != creator_pid:
@@ -1231,7 +1238,9 @@ class BillingOS(_SyncBase):
                     "(e.g. in gunicorn's post_fork).",
                     code="client_forked",
                 )
-            return AsyncBillingOS._from_settings(settings, http_client, retry_policy, entitlement_cache)
+            return AsyncBillingOS._from_settings(
+                settings, http_client, retry_policy, entitlement_cache, budget
+            )
 
         self._setup(_Runner(build), settings, {}, entitlement_cache)
 
@@ -1308,8 +1317,22 @@ class BillingOS(_SyncBase):
         }
         options = {**self._options, **{k: v for k, v in new.items() if v is not None}}
         clone = object.__new__(BillingOS)
+        clone._budget = self._budget
         clone._setup(self._runner, settings, options, self._entitlement_cache)
         return clone
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The server's rate limit per route, as its latest responses stated it (this process's view).
+
+        See :attr:`AsyncBillingOS.rate_limits`; read without a call to BillingOS.
+
+        Example::
+
+            billing.check_entitlement("user_42", "api_calls")
+            print(billing.rate_limits["GET /v1/usage/check"].remaining)   # 99
+        """
+        return {} if self._budget is None else self._budget.rate_limits
 
     @property
     def entitlement_cache(self) -> EntitlementCache | None:

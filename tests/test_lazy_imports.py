@@ -16,6 +16,8 @@ LAZY = (
     "sniffio",
     "anyio.lowlevel",
     "billingos._cache",  # only a client configured with an EntitlementCache
+    "billingos._redis_store",  # only a cache shared on Redis
+    "redis",  # never imported by the SDK itself: the app builds the redis.asyncio client it gives
     "billingos._sync",  # only the blocking facade
     "billingos._customer_session",  # only code acting as a customer (as_customer)
     "billingos._tokens",

@@ -53,7 +53,7 @@ def test_contributor_tools_are_dependency_groups_not_a_published_extra() -> None
     groups = pyproject["dependency-groups"]
 
     assert "dev" not in extras
-    assert set(extras) == {"testing", "fastapi", "aiohttp", "cli", "otel"}
+    assert set(extras) == {"testing", "fastapi", "aiohttp", "cli", "otel", "redis"}
     included = {item["include-group"] for item in groups["dev"] if isinstance(item, dict)}
     assert included == {"test", "lint", "typecheck"}
     tools = {re.split(r"[<>=\[;]", item)[0] for item in groups["dev"] if isinstance(item, str)}

@@ -101,10 +101,10 @@ class AsyncUsage(Resource):
         except (QuotaExceededError, NotFoundError):
             # The cached answer said "has access" and BillingOS disagrees: ask again on the next check.
             if self._cache is not None:
-                self._cache.invalidate(customer_id, feature_key)
+                await self._cache._after_track(customer_id, feature_key, None)
             raise
-        if self._cache is not None:
-            self._cache.on_tracked(customer_id, feature_key, record)  # consume the cached quota locally
+        if self._cache is not None:  # consume the cached quota (in the shared store too, if any)
+            await self._cache._after_track(customer_id, feature_key, record)
         return record
 
     @traced("usage.metrics")

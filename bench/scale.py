@@ -1,0 +1,146 @@
+"""Scenario 10: running at scale (issue 15): the rate budget's cost, and the requests of the 500-user workload.
+
+The workload of the issue: 500 users x 3 gated features, each re-checked every 30 s through an
+``EntitlementCache(ttl=30)``, against a server that allows 100 requests per route per minute. It runs on
+the embedded server in-process, on its clock (no real minute passes): the figures are counts of what
+the server received and answered, per simulated minute, never wall time.
+
+    python -m bench --only scale --quick
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from billingos import EntitlementCache, RateBudget
+from billingos._budget import MemoryBudgetStore
+from billingos.testing import FakeBillingOS, RateLimits
+
+from ._harness import Context, Goal, Row, per_call_async
+
+USERS = 500
+FEATURES = ("api_calls", "sso", "seats")
+PERIOD = 30.0  # each (user, feature) is checked every 30 s
+LIMIT = 100  # requests per route per minute (production)
+CHECK = "GET /v1/usage/check"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _budget_overhead(ctx: Context) -> list[float]:
+    """Seconds per call of what the budget adds to an attempt: ``acquire`` before, ``settle`` after."""
+    budget = RateBudget(MemoryBudgetStore())
+    headers = {
+        "x-ratelimit-limit": "1000000000",
+        "x-ratelimit-remaining": "999999999",
+        "x-ratelimit-reset": "60",
+    }
+    await budget.acquire(CHECK, 10.0)
+    await budget.settle(CHECK, headers)
+    n = ctx.pick(200_000, 50_000, 500)
+
+    async def one() -> None:
+        await budget.acquire(CHECK, 10.0)
+        await budget.settle(CHECK, headers)
+
+    return [await per_call_async(one, n) for _ in range(ctx.reps)]
+
+
+async def _workload(minutes: int, *, budget: bool) -> dict[str, Any]:
+    """The 500-user workload for ``minutes`` simulated minutes: requests and answers per minute."""
+    clock = _Clock()
+    fake = FakeBillingOS(rate_limits=RateLimits(per_route=LIMIT, window=60), clock=clock, seed=1)
+    fake.add_feature("api_calls", "usage_quota")
+    fake.add_feature("sso", "boolean_flag")
+    fake.add_feature("seats", "numeric_limit")
+    plan = fake.add_product("Pro", features={"api_calls": 10_000, "sso": True, "seats": 5})
+    for n in range(USERS):
+        fake.add_customer(f"user_{n}", email=f"u{n}@example.com")
+        fake.subscribe(f"user_{n}", plan.price_id)
+    cache = EntitlementCache(ttl=30, stale_if_error=3600, clock=clock)
+    logging.getLogger("billingos").setLevel(logging.ERROR)  # thousands of stale answers, each logged
+    answers: Counter[str] = Counter()
+    options: dict[str, Any] = {"max_retries": 0}  # a retried 429 waits Retry-After: not in a handler
+    if budget:
+        options.update(rate_budget=RateBudget(clock=clock), rate_limit_wait=0)
+    else:
+        options.update(rate_budget=False)
+    async with fake.client(entitlement_cache=cache, **options) as billing:
+
+        async def check(user: int, feature: str) -> None:
+            try:
+                answer = await billing.entitlements.check(f"user_{user}", feature)
+            except Exception:
+                answers["unanswered"] += 1
+            else:
+                answers["stale" if answer.stale else "fresh"] += 1
+
+        for _ in range(int(minutes * 60 / PERIOD)):
+            await asyncio.gather(*(check(u, f) for u in range(USERS) for f in FEATURES))
+            clock.now += PERIOD
+    statuses = Counter(r.status for r in fake.requests_to(CHECK))
+    return {
+        "requests_per_minute": sum(statuses.values()) / minutes,
+        "answered_429_per_minute": statuses[429] / minutes,
+        "answers": dict(answers),
+    }
+
+
+def _budget_row(samples: list[float]) -> Row:
+    return Row.measured(
+        "rate budget overhead per call (acquire + settle, in-memory store)",
+        [s * 1e6 for s in samples],
+        "µs",
+        Goal("<", 2),
+    )
+
+
+def run(ctx: Context) -> list[Row]:
+    """10. Running at scale: the rate budget's cost per call (goal < 2 µs: acquire + settle on the
+    in-memory store), and the upstream check requests per simulated minute of the issue's workload
+    (500 users x 3 features re-checked every 30 s, cache ttl 30 s, server limit 100/route/min) without
+    the budget (the SDK before issue 15) and with it (goal: at most the limit, and no 429)."""
+    samples = asyncio.run(_budget_overhead(ctx))
+    minutes = ctx.pick(4, 2, 1)
+    before = asyncio.run(_workload(minutes, budget=False))
+    after = asyncio.run(_workload(minutes, budget=True))
+
+    def note(figures: dict[str, Any]) -> str:
+        a = figures["answers"]
+        return (
+            f"{figures['answered_429_per_minute']:.0f}/min answered 429; answers over {minutes} min: "
+            f"fresh {a.get('fresh', 0)}, stale {a.get('stale', 0)}, none {a.get('unanswered', 0)}"
+        )
+
+    return [
+        _budget_row(samples),
+        Row.measured(
+            "500-user workload, check requests per minute: without the budget",
+            [before["requests_per_minute"]],
+            "req/min",
+            None,
+            note=note(before),
+        ),
+        Row.measured(
+            "500-user workload, check requests per minute: with the budget",
+            [after["requests_per_minute"]],
+            "req/min",
+            Goal("<=", LIMIT),
+            note=note(after),
+        ),
+        Row.measured(
+            "500-user workload, answered 429 per minute: with the budget",
+            [after["answered_429_per_minute"]],
+            "req/min",
+            Goal("==", 0),
+        ),
+    ]

@@ -1,0 +1,402 @@
+"""The rate budget: spend each route's server-side rate limit deliberately instead of learning it from a 429.
+
+BillingOS counts requests per client IP and per route handler in fixed windows (CONTRACT §3,
+CONTRACT-CUSTOMER §0.1) and states the window on every response (``X-RateLimit-Limit``,
+``-Remaining``, ``-Reset``, seconds until the reset). The budget keeps that state per route and asks it
+before every attempt::
+
+    Requester.request ─▶ budget.acquire(route)  (before each attempt)
+        window known, remaining > in flight  ──▶ send (one unit reserved: in_flight += 1)
+        route never seen / window rolled over, nothing learnt yet
+                                             ──▶ one probe is sent, the others wait for its answer
+        spent until the reset                ──▶ wait for the reset, at most ``rate_limit_wait`` s
+                                                 (the recorder: as long as it takes; a cached check
+                                                 with a stale answer at hand: not at all), then
+                                                 RateLimitError(code="rate_budget_exhausted"), unsent
+    response (any status) ─▶ budget.settle(route, headers): in_flight -= 1, the window the server stated
+
+The state lives behind :class:`BudgetStore`, an async read-modify-write of one route's :class:`BudgetWindow`.
+:class:`MemoryBudgetStore` keeps it in this process; a store on a shared server (Redis) lets a fleet
+behind one egress address spend one budget.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
+
+from ._errors import RateLimitError
+from ._response import RateLimit
+
+__all__ = ["BudgetStore", "BudgetWindow", "MemoryBudgetStore", "RateBudget"]
+
+logger = logging.getLogger("billingos")
+
+T = TypeVar("T")
+
+
+class BudgetWindow(NamedTuple):
+    """One route's rate-limit window as the budget knows it: an immutable value a store keeps per key.
+
+    Times are seconds since the epoch (``time.time()``), so that processes sharing a store agree on
+    them (the budget's clock is injectable; every process of a fleet must use the same kind).
+    """
+
+    limit: int | None
+    """Requests the server allows per window; ``None``: the route answered without rate-limit headers
+    (limiting off on that server), so the budget lets every call through; ``0``: not known yet (the
+    first request of the route, its probe, is in flight)."""
+    remaining: int
+    """Requests the budget may still send in this window, by the server's last word minus what was
+    sent since (never above ``limit``)."""
+    reset_at: float | None
+    """When the window resets; ``None`` when it rolled over and no response of the new window has
+    said yet (then at most ``remaining`` calls are sent and the next ones wait for an answer)."""
+    in_flight: int = 0
+    """Requests sent on this route and not answered yet (across the fleet, for a shared store)."""
+
+    # A NamedTuple, not an attrs class: one is built per request, and a frozen attrs instance costs
+    # ~4x as much to build (the budget's whole cost per call has a goal of < 2 µs).
+
+
+@runtime_checkable
+class BudgetStore(Protocol):
+    """Where the rate budget keeps its :class:`BudgetWindow` per route: the one operation it needs.
+
+    Contract (what :class:`MemoryBudgetStore` does, and what a shared store such as Redis must do):
+
+    - ``await store.update(key, change)`` reads the window stored under ``key`` (``None`` when there is
+      none), computes ``new, result = change(old)``, stores ``new`` (``None`` deletes the key) and
+      returns ``result``, **atomically per key**: no other ``update`` of the same key, from this
+      process or any other sharing the store, may interleave between the read and the write.
+    - ``change`` is a pure, fast, synchronous function of its argument. The store may call it more
+      than once (an optimistic transaction that retries on conflict, e.g. Redis ``WATCH``/``MULTI``);
+      only the result of the call whose ``new`` was written is returned. It never raises for a valid
+      window (if it does, the exception propagates and nothing is written).
+    - ``key`` is a short printable string (``"GET /v1/usage/check"``, or with a scope:
+      ``"POST /v1/usage/track customer:<id>"``); a shared store may prefix it with a namespace.
+    - A store may forget a window whose ``reset_at`` is more than :data:`FORGET_AFTER` seconds in the
+      past (e.g. a Redis key expiring at ``reset_at + FORGET_AFTER``), and a window with
+      ``reset_at=None`` after :data:`FORGET_AFTER` seconds without an update: a forgotten window reads
+      as ``None``, which the budget treats as a route it has not seen (one probe first). It must not
+      forget a window earlier than that.
+    - Values must round-trip exactly: ``limit`` and ``remaining`` are ints (``limit`` may be ``None``),
+      ``reset_at`` a float or ``None``, ``in_flight`` an int (for Redis: a hash or JSON of the four
+      fields; ``attrs.asdict(window)`` / ``BudgetWindow(**fields)``).
+    - If the store cannot answer (network down, timeout), ``update`` raises; the budget then lets the
+      call through unbudgeted and logs it once (a rate budget must never fail a call by itself).
+
+    Example (a store that counts its updates, delegating to the in-memory one)::
+
+        class CountingStore:
+            def __init__(self) -> None:
+                self.inner, self.updates = MemoryBudgetStore(), 0
+
+            async def update(self, key, change):
+                self.updates += 1
+                return await self.inner.update(key, change)
+    """
+
+    async def update(self, key: str, change: Change[T]) -> T:
+        """Atomically replace ``key``'s window ``old`` by ``change(old)[0]``; return ``change(old)[1]``."""
+        ...
+
+
+Window = BudgetWindow
+
+Change = Callable[[BudgetWindow | None], tuple[BudgetWindow | None, T]]
+"""What :meth:`BudgetStore.update` applies: the old window (``None``: none) to (the new one, a result)."""
+"""The name this class was first committed under (kept for code written against that commit)."""
+
+FORGET_AFTER = 120.0
+"""Seconds after a window's reset (or its last update, when its reset is unknown) that a store may drop it."""
+
+
+class MemoryBudgetStore:
+    """The in-process :class:`BudgetStore`: a dictionary behind a ``threading.Lock`` (the blocking
+    client's calls run on their own loop thread; the lock is held for one ``change`` call, never
+    across an ``await``).
+
+    Example::
+
+        budget_store = MemoryBudgetStore()
+        window = await budget_store.update("GET /v1/usage/check", lambda old: (old, old))
+    """
+
+    __slots__ = ("_lock", "_windows")
+
+    def __init__(self) -> None:
+        self._windows: dict[str, BudgetWindow] = {}
+        self._lock = threading.Lock()
+
+    async def update(self, key: str, change: Change[T]) -> T:
+        return self.update_now(key, change)
+
+    def update_now(self, key: str, change: Change[T]) -> T:
+        """:meth:`update` without the coroutine (the budget's fast path for this store)."""
+        with self._lock:
+            new, result = change(self._windows.get(key))
+            if new is None:
+                self._windows.pop(key, None)
+            else:
+                self._windows[key] = new
+            return result
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def __repr__(self) -> str:
+        return f"<MemoryBudgetStore routes={len(self._windows)}>"
+
+
+_BACKGROUND: set[object] = set()  # release tasks of cancelled calls, kept alive until done
+
+WAIT: contextvars.ContextVar[float | None] = contextvars.ContextVar("billingos_budget_wait", default=None)
+"""The longest a call made in this context waits for its budget (``None``: the client's
+``rate_limit_wait``). The recorder sets ``math.inf`` (a track waits for the window rather than being
+refused); a cached check with a stale answer at hand sets ``0`` (answer stale rather than wait)."""
+
+TRACK_ROUTE = "POST /v1/usage/track"
+"""The budget key of usage tracking (the recorder adapts its flush interval to it)."""
+
+BUDGET_EXHAUSTED = "rate_budget_exhausted"
+"""``RateLimitError.code`` of a call the budget refused without sending it."""
+
+_GO = -1.0  # acquire's decision: send now
+_NEWS = -2.0  # acquire's decision: wait for an answer of this route (its probe is in flight)
+_SAME_WINDOW_SLACK = 1.5  # seconds: Reset is whole seconds (rounded up) and a response takes time
+
+
+def _acquire(now: float) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, float]]:
+    def change(old: BudgetWindow | None) -> tuple[BudgetWindow | None, float]:
+        if old is None:  # never seen: this call is the probe, the others wait for its answer
+            return BudgetWindow(0, 0, None, 1), _GO
+        limit = old.limit
+        if limit is None:
+            return old, _GO
+        window = old
+        if window.reset_at is not None and now >= window.reset_at:
+            # Rolled over. What is still in flight may land in the new window: count it there.
+            window = BudgetWindow(limit, max(limit - window.in_flight, 0), None, window.in_flight)
+        if window.remaining > 0:
+            return BudgetWindow(limit, window.remaining - 1, window.reset_at, window.in_flight + 1), _GO
+        if window.reset_at is None:
+            if window.in_flight == 0:  # no one will tell: this call asks (a probe)
+                return BudgetWindow(limit, window.remaining, None, 1), _GO
+            return window, _NEWS
+        return window, window.reset_at
+
+    return change
+
+
+_Stated = tuple[int, int, float]  # (limit, remaining, reset seconds) of a response's headers
+
+
+def _stated(headers: Mapping[str, str]) -> _Stated | None:
+    """The three ``X-RateLimit-*`` figures, or ``None`` unless all three are there and readable."""
+    limit = headers.get("x-ratelimit-limit")
+    if limit is None:
+        return None
+    try:  # the common case: three plain numbers
+        stated = (int(limit), int(headers["x-ratelimit-remaining"]), float(headers["x-ratelimit-reset"]))
+    except (KeyError, ValueError):
+        parsed = RateLimit.from_headers(headers)
+        if parsed is None or parsed.limit is None or parsed.remaining is None or parsed.reset_seconds is None:
+            return None
+        return parsed.limit, parsed.remaining, parsed.reset_seconds
+    if stated[0] < 0 or stated[1] < 0 or not 0 <= stated[2] < 1e9:  # negative, NaN or infinite
+        return None
+    return stated
+
+
+def _settle(
+    now: float, stated: _Stated | None, answered: bool
+) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, None]]:
+    def change(old: BudgetWindow | None) -> tuple[BudgetWindow | None, None]:
+        in_flight = max((old.in_flight if old is not None else 1) - 1, 0)
+        if stated is None:
+            if answered:  # a response without rate-limit headers: no limiting there
+                return BudgetWindow(None, 0, None, in_flight), None
+            return (None if old is None else old._replace(in_flight=in_flight)), None
+        limit, remaining, reset = stated
+        reset_at = now + reset
+        if old is not None and old.limit:
+            if old.reset_at is not None and reset_at <= old.reset_at + _SAME_WINDOW_SLACK:
+                # The same window: what we sent since is not in the server's figure yet, maybe.
+                return BudgetWindow(
+                    limit, min(old.remaining, remaining), max(old.reset_at, reset_at), in_flight
+                ), None
+            if old.reset_at is None:  # rolled over here, first word of the new window
+                remaining = min(old.remaining, remaining - in_flight)
+            else:
+                remaining -= in_flight
+        else:
+            remaining -= in_flight  # the others in flight may not be counted yet
+        return BudgetWindow(limit, max(min(remaining, limit), 0), reset_at, in_flight), None
+
+    return change
+
+
+class RateBudget:
+    """Spends each route's rate limit deliberately: no request is sent that the server would refuse.
+
+    A client has one (``AsyncBillingOS(rate_budget=...)``, default: an in-memory one); it reads the
+    ``X-RateLimit-*`` headers of every response and, before each attempt, decides whether to send,
+    wait for the window's reset (at most the client's ``rate_limit_wait`` seconds), or refuse with
+    ``RateLimitError(code="rate_budget_exhausted")`` without sending. See ``docs/scale.md``.
+
+    Args:
+        store: where the windows live: :class:`MemoryBudgetStore` (default, this process) or a shared
+            :class:`BudgetStore` such as a Redis one (a fleet behind one egress IP spends one budget).
+        clock: seconds since the epoch (``time.time``; inject one in tests, with ``sleep``).
+        sleep: how to wait for a window's reset (``anyio.sleep``).
+
+    Example::
+
+        billing = AsyncBillingOS(rate_budget=RateBudget(), rate_limit_wait=5)
+        ...
+        print(billing.rate_limits["GET /v1/usage/check"])   # RateLimit(limit=100, remaining=63, ...)
+    """
+
+    __slots__ = ("_broken", "_clock", "_fast", "_seen", "_sleep", "store")
+
+    def __init__(
+        self,
+        store: BudgetStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, BudgetStore):
+            raise TypeError(f"store must be a BudgetStore, not {type(store).__name__}")
+        self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
+        self._fast = self.store.update_now if type(self.store) is MemoryBudgetStore else None
+        self._clock = clock
+        self._sleep = sleep
+        self._seen: dict[str, _Stated] = {}  # (limit, remaining, reset_at): the last word per route
+        self._broken = False
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The last window each route's responses stated, in this process: ``{"GET /v1/usage/check":
+        RateLimit(limit, remaining, reset_seconds)}``, ``reset_seconds`` counted from now."""
+        now = self._clock()
+        result = {}
+        for key, (limit, remaining, reset_at) in list(self._seen.items()):
+            reset = reset_at - now
+            result[key] = RateLimit(limit, limit, 0.0) if reset <= 0 else RateLimit(limit, remaining, reset)
+        return result
+
+    async def _update(self, key: str, change: Change[T]) -> T | None:
+        fast = self._fast
+        if fast is not None:
+            return fast(key, change)
+        try:
+            return await self.store.update(key, change)
+        except Exception as exc:  # a store down must never fail a call: send unbudgeted
+            if not self._broken:
+                self._broken = True
+                logger.warning("Rate budget store %r failed (%s): calls are sent unbudgeted", self.store, exc)
+            return None
+
+    async def acquire(self, key: str, max_wait: float) -> None:
+        """Reserve one request of ``key``'s window, waiting at most ``max_wait`` seconds for it.
+
+        Raises:
+            RateLimitError: ``code="rate_budget_exhausted"``, nothing sent, when the budget stays
+                spent for longer than ``max_wait`` (``retry_after``: seconds until the reset, if known).
+        """
+        clock = self._clock
+        fast = self._fast
+        if fast is not None and fast(key, _acquire(clock())) == _GO:  # the common case, no coroutine
+            return
+        wait = WAIT.get()
+        if wait is not None:
+            max_wait = wait
+        started = clock()
+        polls = 0
+        while True:
+            now = clock()
+            decision = await self._update(key, _acquire(now))
+            if decision is None or decision == _GO:
+                return
+            if decision == _NEWS:
+                wake = now + min(0.005 * 2**polls, 0.1)
+                polls += 1
+            else:
+                wake = decision
+            if wake - started > max_wait:
+                raise self._refusal(key, None if decision == _NEWS else decision - now)
+            if decision == _NEWS:
+                await _real_sleep(wake - now)  # an answer is on its way: real time, whatever the clock
+            else:
+                await (self._sleep or _real_sleep)(max(wake - now, 0.0))
+
+    def _refusal(self, key: str, retry_after: float | None) -> RateLimitError:
+        seen = self._seen.get(key)
+        return RateLimitError(
+            f"The rate budget of {key} is spent for this window; the request was not sent "
+            f"(the client's rate_limit_wait bounds how long a call waits for the next window).",
+            code=BUDGET_EXHAUSTED,
+            retry_after=retry_after,
+            rate_limit=None if seen is None else RateLimit(seen[0], 0, retry_after),
+        )
+
+    async def settle(self, key: str, headers: Mapping[str, str] | None) -> None:
+        """Release ``key``'s reservation; learn the window the response ``headers`` state (``None``:
+        no response arrived, e.g. a connection error)."""
+        stated = None if headers is None else _stated(headers)
+        now = self._clock()
+        change = _settle(now, stated, headers is not None)
+        fast = self._fast
+        if fast is not None:
+            fast(key, change)
+        else:
+            await self._update(key, change)
+        if stated is not None:  # kept with the reset as an absolute time (see rate_limits)
+            self._seen[key] = (stated[0], stated[1], now + stated[2])
+
+    def release_now(self, key: str) -> None:
+        """Release ``key``'s reservation without awaiting (a cancelled call): done in the background
+        for a shared store, at once for the in-memory one."""
+        change = _settle(self._clock(), None, False)
+        if self._fast is not None:
+            self._fast(key, change)
+            return
+        try:
+            import asyncio
+
+            task = asyncio.get_running_loop().create_task(self._update(key, change))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+        except RuntimeError:  # not on asyncio (trio): the window's in_flight heals at its expiry
+            pass
+
+    def __repr__(self) -> str:
+        return f"<RateBudget store={self.store!r}>"
+
+
+def budget_of(rate_budget: object) -> RateBudget | None:
+    """A client's ``rate_budget`` argument as its budget: ``None``/``True`` a new in-memory one."""
+    if rate_budget is None or rate_budget is True:
+        return RateBudget()
+    if rate_budget is False:
+        return None
+    if isinstance(rate_budget, RateBudget):
+        return rate_budget
+    from ._errors import ValidationError
+
+    raise ValidationError(
+        f"rate_budget must be a RateBudget, True or False, not {type(rate_budget).__name__}.",
+        code="invalid_argument",
+    )
+
+
+async def _real_sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)

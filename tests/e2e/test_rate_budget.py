@@ -1,0 +1,135 @@
+"""The rate budget against the embedded server with its limits on (issue 15 item 1).
+
+Time is the fake's clock, shared by the server's windows, the cache and the budget: the budget's
+``sleep`` moves it to the instant it waits for, so "wait for the next window" takes no real time and
+every assertion is a count of what the server received and answered.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from billingos import AsyncBillingOS, EntitlementCache, RateBudget, RateLimit, RateLimitError
+from billingos.testing import FakeBillingOS, RateLimits
+
+from .._factories import Clock
+from ._helpers import statuses
+from .conftest import Mount
+
+pytestmark = pytest.mark.anyio
+
+CHECK = "GET /v1/usage/check"
+TRACK = "POST /v1/usage/track"
+
+
+def budget_on(clock: Clock) -> RateBudget:
+    async def sleep(seconds: float) -> None:  # the wait for a window: the clock jumps there
+        clock.now = max(clock.now, clock.now + seconds)
+        await anyio.lowlevel.checkpoint()
+
+    return RateBudget(clock=clock, sleep=sleep)
+
+
+def limited_fake(mount: Mount, clock: Clock, per_route: int, customers: int = 0) -> tuple[FakeBillingOS, str]:
+    fake = FakeBillingOS(rate_limits=RateLimits(per_route=per_route, window=60), clock=clock)
+    url = mount(fake)
+    fake.add_feature("api_calls", "usage_quota")
+    fake.add_feature("sso", "boolean_flag")
+    fake.add_feature("seats", "numeric_limit")
+    plan = fake.add_product("Pro", features={"api_calls": 1_000_000, "sso": True, "seats": 5})
+    for n in range(customers):
+        fake.add_customer(f"user_{n}", email=f"u{n}@example.com")
+        fake.subscribe(f"user_{n}", plan.price_id)
+    return fake, url
+
+
+async def test_300_mixed_calls_in_one_window_get_no_429_every_check_answered_every_track_counted_once(
+    mount: Mount,
+) -> None:
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=100, customers=150)
+    cache = EntitlementCache(ttl=0, stale_if_error=3600, clock=clock)
+    features = ("api_calls", "sso", "seats")
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, entitlement_cache=cache, rate_budget=budget_on(clock)
+    ) as billing:
+        # The cache holds an answer for 20 customers x 3 features (60 of the window's 100 checks).
+        for n in range(20):
+            for feature in features:
+                await billing.entitlements.check(f"user_{n}", feature)
+        answers = []
+        async with billing.usage_recorder(flush_interval=3600) as recorder:
+
+            async def check(n: int) -> None:
+                answers.append(await billing.entitlements.check(f"user_{n % 20}", features[n % 3]))
+
+            async with anyio.create_task_group() as tg:  # 150 checks and 150 tracks at once
+                for n in range(150):
+                    tg.start_soon(check, n)
+                    recorder.record(f"user_{n}", "api_calls")
+            await recorder.flush()  # 150 track calls (one per customer): 100 now, 50 in the next window
+            assert recorder.stats.confirmed == 150
+            assert not recorder.dead_letters
+
+    assert [s for s in statuses(fake, CHECK) + statuses(fake, TRACK) if s != 200 and s != 201] == []
+    assert len(answers) == 150
+    assert all(a.has_access for a in answers)
+    assert cache.stats.stale > 0  # the budget answered from the cache instead of sending
+    assert len(fake.requests_to(CHECK)) <= 100  # one window: the checks never waited for the next
+    assert len(fake.requests_to(TRACK)) == 150
+    assert [fake.usage_of(f"user_{n}", "api_calls") for n in range(150)] == [1.0] * 150
+
+
+async def test_a_call_over_the_budget_waits_for_the_window_then_is_sent(mount: Mount) -> None:
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=3, customers=1)
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, rate_budget=budget_on(clock), rate_limit_wait=60
+    ) as b:
+        for _ in range(5):
+            await b.usage.metrics("user_0")
+    assert statuses(fake, "GET /v1/usage/metrics") == [200] * 5
+    assert clock.now == 1060.0  # the two last calls waited for the second window
+
+
+async def test_a_call_over_the_budget_raises_rate_limit_error_without_sending(mount: Mount) -> None:
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=3, customers=1)
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, rate_budget=budget_on(clock), rate_limit_wait=10
+    ) as b:
+        for _ in range(3):
+            await b.usage.metrics("user_0")
+        with pytest.raises(RateLimitError) as caught:
+            await b.usage.metrics("user_0")
+        assert b.rate_limits["GET /v1/usage/metrics"] == RateLimit(limit=3, remaining=0, reset_seconds=60.0)
+    assert caught.value.code == "rate_budget_exhausted"
+    assert caught.value.retry_after == 60.0
+    assert caught.value.status_code is None
+    assert statuses(fake, "GET /v1/usage/metrics") == [200] * 3  # the fourth was never sent
+
+
+def test_the_blocking_client_reports_rate_limits_per_route(mount: Mount) -> None:
+    from billingos import BillingOS
+
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=100, customers=1)
+    with BillingOS(fake.secret_key, api_url=url, rate_budget=budget_on(clock)) as billing:
+        billing.check_entitlement("user_0", "sso")
+        billing.check_entitlement("user_0", "seats")
+        assert billing.rate_limits[CHECK] == RateLimit(limit=100, remaining=98, reset_seconds=60.0)
+        clock.advance(61)
+        assert billing.rate_limits[CHECK] == RateLimit(limit=100, remaining=100, reset_seconds=0.0)
+
+
+async def test_rate_budget_false_sends_and_gets_the_429(mount: Mount) -> None:
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=1, customers=1)
+    async with AsyncBillingOS(fake.secret_key, api_url=url, rate_budget=False, max_retries=0) as billing:
+        await billing.usage.metrics("user_0")
+        with pytest.raises(RateLimitError) as caught:
+            await billing.usage.metrics("user_0")
+        assert billing.rate_limits == {}
+    assert caught.value.status_code == 429

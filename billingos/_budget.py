@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -127,11 +129,12 @@ class MemoryBudgetStore:
         window = await budget_store.update("GET /v1/usage/check", lambda old: (old, old))
     """
 
-    __slots__ = ("_lock", "_windows")
+    __slots__ = ("__weakref__", "_lock", "_windows")
 
     def __init__(self) -> None:
         self._windows: dict[str, BudgetWindow] = {}
         self._lock = threading.Lock()
+        _STORES.add(self)
 
     async def update(self, key: str, change: Change[T]) -> T:
         return self.update_now(key, change)
@@ -149,11 +152,27 @@ class MemoryBudgetStore:
     def __len__(self) -> int:
         return len(self._windows)
 
+    def _after_fork_in_child(self) -> None:
+        """The parent's lock may have been held while forking; its in-flight requests are not ours."""
+        self._lock = threading.Lock()
+        self._windows = {k: w._replace(in_flight=0) for k, w in self._windows.items()}
+
     def __repr__(self) -> str:
         return f"<MemoryBudgetStore routes={len(self._windows)}>"
 
 
 _BACKGROUND: set[object] = set()  # release tasks of cancelled calls, kept alive until done
+
+_STORES: weakref.WeakSet[MemoryBudgetStore] = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_stores_after_fork)
 
 WAIT: contextvars.ContextVar[float | None] = contextvars.ContextVar("billingos_budget_wait", default=None)
 """The longest a call made in this context waits for its budget (``None``: the client's

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -49,7 +51,7 @@ class BudgetWindow(NamedTuple):
     limit: int | None
     """Requests the server allows per window; ``None``: the route answered without rate-limit headers
     (limiting off on that server), so the budget lets every call through; ``0``: not known yet (the
-    first request of the route, its probe, is in flight)."""
+    first requests of the route are in flight, ``RateBudget(first=...)`` of them at most)."""
     remaining: int
     """Requests the budget may still send in this window, by the server's last word minus what was
     sent since (never above ``limit``)."""
@@ -127,11 +129,12 @@ class MemoryBudgetStore:
         window = await budget_store.update("GET /v1/usage/check", lambda old: (old, old))
     """
 
-    __slots__ = ("_lock", "_windows")
+    __slots__ = ("__weakref__", "_lock", "_windows")
 
     def __init__(self) -> None:
         self._windows: dict[str, BudgetWindow] = {}
         self._lock = threading.Lock()
+        _STORES.add(self)
 
     async def update(self, key: str, change: Change[T]) -> T:
         return self.update_now(key, change)
@@ -149,11 +152,27 @@ class MemoryBudgetStore:
     def __len__(self) -> int:
         return len(self._windows)
 
+    def _after_fork_in_child(self) -> None:
+        """The parent's lock may have been held while forking; its in-flight requests are not ours."""
+        self._lock = threading.Lock()
+        self._windows = {k: w._replace(in_flight=0) for k, w in self._windows.items()}
+
     def __repr__(self) -> str:
         return f"<MemoryBudgetStore routes={len(self._windows)}>"
 
 
 _BACKGROUND: set[object] = set()  # release tasks of cancelled calls, kept alive until done
+
+_STORES: weakref.WeakSet[MemoryBudgetStore] = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_stores_after_fork)
 
 WAIT: contextvars.ContextVar[float | None] = contextvars.ContextVar("billingos_budget_wait", default=None)
 """The longest a call made in this context waits for its budget (``None``: the client's
@@ -171,10 +190,10 @@ _NEWS = -2.0  # acquire's decision: wait for an answer of this route (its probe 
 _SAME_WINDOW_SLACK = 1.5  # seconds: Reset is whole seconds (rounded up) and a response takes time
 
 
-def _acquire(now: float) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, float]]:
+def _acquire(now: float, first: int) -> Callable[[BudgetWindow | None], tuple[BudgetWindow | None, float]]:
     def change(old: BudgetWindow | None) -> tuple[BudgetWindow | None, float]:
-        if old is None:  # never seen: this call is the probe, the others wait for its answer
-            return BudgetWindow(0, 0, None, 1), _GO
+        if old is None:  # never seen: ``first`` calls go before its first answer, the others wait for it
+            return BudgetWindow(0, first - 1, None, 1), _GO
         limit = old.limit
         if limit is None:
             return old, _GO
@@ -252,6 +271,8 @@ class RateBudget:
     Args:
         store: where the windows live: :class:`MemoryBudgetStore` (default, this process) or a shared
             :class:`BudgetStore` such as a Redis one (a fleet behind one egress IP spends one budget).
+        first: requests sent on a route before its first answer says its limit (default 8); the
+            next ones wait for that answer (however long it takes: it is on its way).
         clock: seconds since the epoch (``time.time``; inject one in tests, with ``sleep``).
         sleep: how to wait for a window's reset (``anyio.sleep``).
 
@@ -262,12 +283,13 @@ class RateBudget:
         print(billing.rate_limits["GET /v1/usage/check"])   # RateLimit(limit=100, remaining=63, ...)
     """
 
-    __slots__ = ("_broken", "_clock", "_fast", "_seen", "_sleep", "store")
+    __slots__ = ("_broken", "_clock", "_fast", "_first", "_seen", "_sleep", "store")
 
     def __init__(
         self,
         store: BudgetStore | None = None,
         *,
+        first: int = 8,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
@@ -275,6 +297,9 @@ class RateBudget:
             raise TypeError(f"store must be a BudgetStore, not {type(store).__name__}")
         self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
         self._fast = self.store.update_now if type(self.store) is MemoryBudgetStore else None
+        if isinstance(first, bool) or not isinstance(first, int) or first < 1:
+            raise TypeError(f"first must be an int >= 1, not {first!r}")
+        self._first = first
         self._clock = clock
         self._sleep = sleep
         self._seen: dict[str, _Stated] = {}  # (limit, remaining, reset_at): the last word per route
@@ -312,7 +337,8 @@ class RateBudget:
         """
         clock = self._clock
         fast = self._fast
-        if fast is not None and fast(key, _acquire(clock())) == _GO:  # the common case, no coroutine
+        # The common case, on the in-memory store: one call, no coroutine.
+        if fast is not None and fast(key, _acquire(clock(), self._first)) == _GO:
             return
         wait = WAIT.get()
         if wait is not None:
@@ -321,20 +347,21 @@ class RateBudget:
         polls = 0
         while True:
             now = clock()
-            decision = await self._update(key, _acquire(now))
+            decision = await self._update(key, _acquire(now, self._first))
             if decision is None or decision == _GO:
                 return
             if decision == _NEWS:
-                wake = now + min(0.005 * 2**polls, 0.1)
+                # An answer is on its way (its call's own timeout bounds it): wait for it, unless this
+                # call must not wait at all, or nothing came for FORGET_AFTER seconds.
+                if max_wait <= 0 or now - started > FORGET_AFTER:
+                    raise self._refusal(key, None)
+                await _real_sleep(min(0.005 * 2**polls, 0.1))
                 polls += 1
-            else:
-                wake = decision
+                continue
+            wake = decision
             if wake - started > max_wait:
-                raise self._refusal(key, None if decision == _NEWS else decision - now)
-            if decision == _NEWS:
-                await _real_sleep(wake - now)  # an answer is on its way: real time, whatever the clock
-            else:
-                await (self._sleep or _real_sleep)(max(wake - now, 0.0))
+                raise self._refusal(key, decision - now)
+            await (self._sleep or _real_sleep)(max(wake - now, 0.0))
 
     def _refusal(self, key: str, retry_after: float | None) -> RateLimitError:
         seen = self._seen.get(key)

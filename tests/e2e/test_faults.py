@@ -414,7 +414,9 @@ async def test_rate_limit_headers_on_success(mount, policy: RetryPolicy) -> None
     fake = FakeBillingOS(rate_limits=RateLimits(per_route=5, window=60))
     seed(fake)
     url = mount(fake)
-    async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, retry_policy=policy, rate_budget=False
+    ) as billing:  # the 429 path itself: the rate budget would not send the sixth call
         for _ in range(5):
             await billing.entitlements.check("user_42", "sso")
         with pytest.raises(RateLimitError) as caught:
@@ -432,7 +434,9 @@ async def test_rate_limit_with_a_short_retry_after_is_waited(
     fake = FakeBillingOS(rate_limits=RateLimits(per_route=1, window=30))
     seed(fake)
     url = mount(fake)
-    async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, retry_policy=policy, rate_budget=False
+    ) as billing:  # the 429 path itself (tests/e2e/test_rate_budget.py: with the budget)
         await billing.usage.track("user_42", "api_calls")
         with pytest.raises(RateLimitError):
             await billing.usage.track("user_42", "api_calls", max_retries=2)

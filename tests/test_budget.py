@@ -1,0 +1,141 @@
+"""The rate budget's rules, without a server: what it sends, what it waits for, what it refuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from billingos import BudgetStore, BudgetWindow, MemoryBudgetStore, RateBudget, RateLimit, RateLimitError
+from billingos._budget import WAIT
+
+from ._factories import Clock
+
+pytestmark = pytest.mark.anyio
+
+KEY = "GET /v1/usage/check"
+
+
+def stated(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(reset),
+    }
+
+
+def window(budget: RateBudget) -> BudgetWindow:
+    store = budget.store
+    assert isinstance(store, MemoryBudgetStore)
+    return store.update_now(KEY, lambda old: (old, old))  # type: ignore[return-value]
+
+
+async def test_a_route_never_seen_sends_first_calls_then_waits_for_an_answer() -> None:
+    clock = Clock()
+    budget = RateBudget(first=2, clock=clock)
+    await budget.acquire(KEY, 10)
+    await budget.acquire(KEY, 10)
+    assert window(budget) == BudgetWindow(0, 0, None, 2)
+    token = WAIT.set(0.0)  # a call that must not wait (a cached check with a stale answer at hand)
+    try:
+        with pytest.raises(RateLimitError):
+            await budget.acquire(KEY, 10)
+    finally:
+        WAIT.reset(token)
+    await budget.settle(KEY, stated(100, 99, 60))
+    assert window(budget) == BudgetWindow(100, 98, 1060.0, 1)  # the other one in flight is counted
+
+
+async def test_within_a_window_the_server_can_only_lower_the_budget() -> None:
+    clock = Clock()
+    budget = RateBudget(clock=clock)
+    await budget.acquire(KEY, 10)
+    await budget.settle(KEY, stated(100, 99, 60))
+    for _ in range(3):
+        await budget.acquire(KEY, 10)
+    await budget.settle(KEY, stated(100, 98, 60))  # answered before the two others were counted
+    assert window(budget) == BudgetWindow(100, 96, 1060.0, 2)
+    await budget.settle(KEY, stated(100, 10, 59))  # another client on this IP spent most of it
+    assert window(budget) == BudgetWindow(100, 10, 1060.0, 1)
+
+
+async def test_at_the_reset_what_is_in_flight_counts_against_the_new_window() -> None:
+    clock = Clock()
+    budget = RateBudget(clock=clock)
+    await budget.acquire(KEY, 10)
+    await budget.settle(KEY, stated(3, 2, 60))
+    await budget.acquire(KEY, 10)
+    await budget.acquire(KEY, 10)
+    clock.advance(60)
+    await budget.acquire(KEY, 10)
+    assert window(budget) == BudgetWindow(3, 0, None, 3)
+
+
+async def test_a_spent_window_is_waited_for_within_the_bound_else_refused_unsent() -> None:
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    budget = RateBudget(clock=clock, sleep=sleep)
+    await budget.acquire(KEY, 10)
+    await budget.settle(KEY, stated(1, 0, 30))
+    with pytest.raises(RateLimitError) as caught:
+        await budget.acquire(KEY, 10)
+    assert (caught.value.code, caught.value.retry_after, caught.value.status_code) == (
+        "rate_budget_exhausted",
+        30.0,
+        None,
+    )
+    assert caught.value.rate_limit == RateLimit(1, 0, 30.0)
+    assert slept == []
+    await budget.acquire(KEY, 30)
+    assert slept == [30.0]
+
+
+async def test_a_route_without_rate_limit_headers_is_not_budgeted() -> None:
+    budget = RateBudget(first=1)
+    await budget.acquire(KEY, 0)
+    await budget.settle(KEY, {})
+    for _ in range(1000):
+        await budget.acquire(KEY, 0)
+    assert budget.rate_limits == {}
+
+
+async def test_unreadable_headers_count_as_none_and_a_lost_answer_only_releases() -> None:
+    budget = RateBudget(first=1)
+    await budget.acquire(KEY, 0)
+    await budget.settle(KEY, None)  # a connection error: nothing learnt
+    assert window(budget) == BudgetWindow(0, 0, None, 0)
+    await budget.acquire(KEY, 0)  # no one will tell: this one asks
+    await budget.settle(
+        KEY, {"x-ratelimit-limit": "lots", "x-ratelimit-remaining": "-1", "x-ratelimit-reset": "x"}
+    )
+    assert window(budget).limit is None
+
+
+async def test_a_failing_store_lets_calls_through_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    class Down:
+        async def update(self, key: str, change: Any) -> Any:
+            raise ConnectionError("redis is down")
+
+    store = Down()
+    assert isinstance(store, BudgetStore)
+    budget = RateBudget(store)
+    with caplog.at_level(logging.WARNING, logger="billingos"):
+        for _ in range(3):
+            await budget.acquire(KEY, 0)
+            await budget.settle(KEY, stated(1, 0, 60))
+    assert caplog.text.count("calls are sent unbudgeted") == 1
+
+
+def test_a_client_refuses_a_rate_budget_of_the_wrong_type() -> None:
+    from billingos import AsyncBillingOS, ValidationError
+
+    with pytest.raises(ValidationError, match="rate_budget"):
+        AsyncBillingOS("sk_test_x", rate_budget="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="rate_limit_wait"):
+        AsyncBillingOS("sk_test_x", rate_limit_wait=-1)

@@ -103,6 +103,11 @@ class _Route(str):
     __slots__ = ("template",)
     template: str
 
+    def __new__(cls, filled: str, template: str) -> _Route:
+        route = super().__new__(cls, filled)
+        route.template = template
+        return route
+
 
 def route(template: str, **values: str) -> str:
     """``template`` with each ``{name}`` filled by ``values[name]``, each one segment (as :func:`path`).
@@ -114,17 +119,13 @@ def route(template: str, **values: str) -> str:
 
         route("/customers/{customer_id}", customer_id="cus_1")  # "/customers/cus_1"
     """
-    filled = _Route(template.format_map({k: _segment(v) for k, v in values.items()}))
-    filled.template = template
-    return filled
+    return _Route(template.format_map({k: _segment(v) for k, v in values.items()}), template)
 
 
 def opaque_route(url_path: str) -> str:
     """A caller's own path (``billing.request``) whose template is ``{path}``: which of its segments
     are ids is unknown, so spans show none of them."""
-    filled = _Route(url_path)
-    filled.template = "{path}"
-    return filled
+    return _Route(url_path, "{path}")
 
 
 def _segment(value: str) -> str:

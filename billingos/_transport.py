@@ -434,12 +434,10 @@ async def within_deadline(exchange: Coroutine[Any, Any, T], deadline: float) -> 
                 raise
             raise deadline_error(deadline) from None
     trio: Any = sys.modules["trio"]  # the only other loop the SDK runs on
-    result: list[T] = []
     with trio.CancelScope(deadline=trio.current_time() + deadline):
-        result.append(await exchange)
-    if not result:  # the scope caught its own cancellation: the deadline passed
-        raise deadline_error(deadline)
-    return result[0]
+        return await exchange
+    # Reached only when the scope caught its own cancellation: the deadline passed.
+    raise deadline_error(deadline)
 
 
 def deadline_error(seconds: float) -> NetworkError:

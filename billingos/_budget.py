@@ -118,10 +118,26 @@ FORGET_AFTER = 120.0
 """Seconds after a window's reset (or its last update, when its reset is unknown) that a store may drop it."""
 
 
+class _Slot:
+    """One route's window in :class:`MemoryBudgetStore`: mutable, updated in place by the fast path."""
+
+    __slots__ = ("in_flight", "limit", "remaining", "reset_at")
+
+    def __init__(self, limit: int | None, remaining: int, reset_at: float | None, in_flight: int) -> None:
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_at = reset_at
+        self.in_flight = in_flight
+
+
 class MemoryBudgetStore:
     """The in-process :class:`BudgetStore`: a dictionary behind a ``threading.Lock`` (the blocking
     client's calls run on their own loop thread; the lock is held for one ``change`` call, never
     across an ``await``).
+
+    Each route's window is kept as a mutable slot: :class:`RateBudget` updates it in place (no
+    :class:`BudgetWindow` built, no ``change`` function per call), while :meth:`update` keeps the
+    :class:`BudgetStore` contract, reading and writing the slot as a :class:`BudgetWindow`.
 
     Example::
 
@@ -129,10 +145,10 @@ class MemoryBudgetStore:
         window = await budget_store.update("GET /v1/usage/check", lambda old: (old, old))
     """
 
-    __slots__ = ("__weakref__", "_lock", "_windows")
+    __slots__ = ("__weakref__", "_lock", "_slots")
 
     def __init__(self) -> None:
-        self._windows: dict[str, BudgetWindow] = {}
+        self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         _STORES.add(self)
 
@@ -140,25 +156,96 @@ class MemoryBudgetStore:
         return self.update_now(key, change)
 
     def update_now(self, key: str, change: Change[T]) -> T:
-        """:meth:`update` without the coroutine (the budget's fast path for this store)."""
+        """:meth:`update` without the coroutine."""
         with self._lock:
-            new, result = change(self._windows.get(key))
+            slot = self._slots.get(key)
+            old = None
+            if slot is not None:
+                old = BudgetWindow(slot.limit, slot.remaining, slot.reset_at, slot.in_flight)
+            new, result = change(old)
             if new is None:
-                self._windows.pop(key, None)
+                self._slots.pop(key, None)
+            elif slot is None:
+                self._slots[key] = _Slot(*new)
             else:
-                self._windows[key] = new
+                slot.limit, slot.remaining, slot.reset_at, slot.in_flight = new
             return result
 
+    def acquire_now(self, key: str, now: float, first: int) -> float:
+        """The decision of :func:`_acquire` (``_GO``, ``_NEWS`` or the reset time), made in place."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:  # never seen: ``first`` calls go before its first answer
+                self._slots[key] = _Slot(0, first - 1, None, 1)
+                return _GO
+            limit = slot.limit
+            if limit is None:
+                return _GO
+            reset_at = slot.reset_at
+            if reset_at is not None and now >= reset_at:  # rolled over: in flight counts in the new one
+                slot.remaining = max(limit - slot.in_flight, 0)
+                slot.reset_at = reset_at = None
+            if slot.remaining > 0:
+                slot.remaining -= 1
+                slot.in_flight += 1
+                return _GO
+            if reset_at is None:
+                if slot.in_flight == 0:  # no one will tell: this call asks (a probe)
+                    slot.in_flight = 1
+                    return _GO
+                return _NEWS
+            return reset_at
+
+    def settle_now(self, key: str, now: float, stated: _Stated | None, answered: bool) -> None:
+        """What :func:`_settle` does, in place."""
+        with self._lock:
+            slot = self._slots.get(key)
+            in_flight = max((slot.in_flight if slot is not None else 1) - 1, 0)
+            if stated is None:
+                if answered:  # a response without rate-limit headers: no limiting there
+                    if slot is None:
+                        self._slots[key] = _Slot(None, 0, None, in_flight)
+                    else:
+                        slot.limit, slot.remaining, slot.reset_at, slot.in_flight = None, 0, None, in_flight
+                elif slot is not None:
+                    slot.in_flight = in_flight
+                return
+            limit, remaining, reset = stated
+            reset_at = now + reset
+            if slot is not None and slot.limit:
+                old_reset = slot.reset_at
+                if old_reset is not None and reset_at <= old_reset + _SAME_WINDOW_SLACK:
+                    slot.limit = limit
+                    if remaining < slot.remaining:
+                        slot.remaining = remaining
+                    if reset_at > old_reset:
+                        slot.reset_at = reset_at
+                    slot.in_flight = in_flight
+                    return
+                if old_reset is None:
+                    remaining = min(slot.remaining, remaining - in_flight)
+                else:
+                    remaining -= in_flight
+            else:
+                remaining -= in_flight
+            remaining = max(min(remaining, limit), 0)
+            if slot is None:
+                self._slots[key] = _Slot(limit, remaining, reset_at, in_flight)
+            else:
+                slot.limit, slot.remaining = limit, remaining
+                slot.reset_at, slot.in_flight = reset_at, in_flight
+
     def __len__(self) -> int:
-        return len(self._windows)
+        return len(self._slots)
 
     def _after_fork_in_child(self) -> None:
         """The parent's lock may have been held while forking; its in-flight requests are not ours."""
         self._lock = threading.Lock()
-        self._windows = {k: w._replace(in_flight=0) for k, w in self._windows.items()}
+        for slot in self._slots.values():
+            slot.in_flight = 0
 
     def __repr__(self) -> str:
-        return f"<MemoryBudgetStore routes={len(self._windows)}>"
+        return f"<MemoryBudgetStore routes={len(self._slots)}>"
 
 
 _BACKGROUND: set[object] = set()  # release tasks of cancelled calls, kept alive until done
@@ -215,13 +302,40 @@ def _acquire(now: float, first: int) -> Callable[[BudgetWindow | None], tuple[Bu
 _Stated = tuple[int, int, float]  # (limit, remaining, reset seconds) of a response's headers
 
 
+_INTS: dict[str, int] = {}
+_FLOATS: dict[str, float] = {}
+_MEMO_SIZE = 4096  # distinct header values remembered (a window has at most limit + reset of them)
+
+
 def _stated(headers: Mapping[str, str]) -> _Stated | None:
-    """The three ``X-RateLimit-*`` figures, or ``None`` unless all three are there and readable."""
-    limit = headers.get("x-ratelimit-limit")
-    if limit is None:
+    """The three ``X-RateLimit-*`` figures, or ``None`` unless all three are there and readable.
+
+    Each value is read once and its parse remembered (``int("97")`` costs more than a dict lookup,
+    and a route's values repeat: at most ``limit`` remainders and ``reset`` seconds per window).
+    """
+    get = headers.get
+    limit_text = get("x-ratelimit-limit")
+    if limit_text is None:
         return None
+    remaining_text = get("x-ratelimit-remaining")
+    reset_text = get("x-ratelimit-reset")
+    ints, floats = _INTS, _FLOATS
+    limit = ints.get(limit_text)
+    remaining = ints.get(remaining_text) if remaining_text is not None else None
+    reset = floats.get(reset_text) if reset_text is not None else None
+    if limit is None or remaining is None or reset is None:
+        return _parse_stated(headers, limit_text, remaining_text, reset_text)
+    return limit, remaining, reset
+
+
+def _parse_stated(
+    headers: Mapping[str, str], limit_text: str, remaining_text: str | None, reset_text: str | None
+) -> _Stated | None:
+    """:func:`_stated`'s slow path: parse (and remember) values not seen yet."""
     try:  # the common case: three plain numbers
-        stated = (int(limit), int(headers["x-ratelimit-remaining"]), float(headers["x-ratelimit-reset"]))
+        if remaining_text is None or reset_text is None:
+            raise KeyError
+        stated = (int(limit_text), int(remaining_text), float(reset_text))
     except (KeyError, ValueError):
         parsed = RateLimit.from_headers(headers)
         if parsed is None or parsed.limit is None or parsed.remaining is None or parsed.reset_seconds is None:
@@ -229,6 +343,10 @@ def _stated(headers: Mapping[str, str]) -> _Stated | None:
         return parsed.limit, parsed.remaining, parsed.reset_seconds
     if stated[0] < 0 or stated[1] < 0 or not 0 <= stated[2] < 1e9:  # negative, NaN or infinite
         return None
+    if len(_INTS) >= _MEMO_SIZE or len(_FLOATS) >= _MEMO_SIZE:
+        _INTS.clear()
+        _FLOATS.clear()
+    _INTS[limit_text], _INTS[remaining_text], _FLOATS[reset_text] = stated
     return stated
 
 
@@ -283,7 +401,7 @@ class RateBudget:
         print(billing.rate_limits["GET /v1/usage/check"])   # RateLimit(limit=100, remaining=63, ...)
     """
 
-    __slots__ = ("_broken", "_clock", "_fast", "_first", "_seen", "_sleep", "store")
+    __slots__ = ("_broken", "_clock", "_first", "_memory", "_seen", "_sleep", "store")
 
     def __init__(
         self,
@@ -296,7 +414,8 @@ class RateBudget:
         if store is not None and not isinstance(store, BudgetStore):
             raise TypeError(f"store must be a BudgetStore, not {type(store).__name__}")
         self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
-        self._fast = self.store.update_now if type(self.store) is MemoryBudgetStore else None
+        # The in-memory store is updated in place, with no coroutine and no function per call.
+        self._memory = self.store if type(self.store) is MemoryBudgetStore else None
         if isinstance(first, bool) or not isinstance(first, int) or first < 1:
             raise TypeError(f"first must be an int >= 1, not {first!r}")
         self._first = first
@@ -317,9 +436,9 @@ class RateBudget:
         return result
 
     async def _update(self, key: str, change: Change[T]) -> T | None:
-        fast = self._fast
-        if fast is not None:
-            return fast(key, change)
+        memory = self._memory
+        if memory is not None:
+            return memory.update_now(key, change)
         try:
             return await self.store.update(key, change)
         except Exception as exc:  # a store down must never fail a call: send unbudgeted
@@ -336,9 +455,7 @@ class RateBudget:
                 spent for longer than ``max_wait`` (``retry_after``: seconds until the reset, if known).
         """
         clock = self._clock
-        fast = self._fast
-        # The common case, on the in-memory store: one call, no coroutine.
-        if fast is not None and fast(key, _acquire(clock(), self._first)) == _GO:
+        if self.acquired_now(key):
             return
         wait = WAIT.get()
         if wait is not None:
@@ -373,27 +490,55 @@ class RateBudget:
             rate_limit=None if seen is None else RateLimit(seen[0], 0, retry_after),
         )
 
+    def acquired_now(self, key: str) -> bool:
+        """The request path's fast path: ``True`` when one request of ``key`` was reserved at once,
+        in place on the in-memory store (no coroutine); ``False``: call :meth:`acquire`.
+
+        Example::
+
+            if not budget.acquired_now("GET /v1/usage/check"):
+                await budget.acquire("GET /v1/usage/check", 5.0)
+        """
+        memory = self._memory
+        return memory is not None and memory.acquire_now(key, self._clock(), self._first) == _GO
+
+    def settled_now(self, key: str, headers: Mapping[str, str] | None) -> bool:
+        """:meth:`settle` done at once on the in-memory store (``True``), or not at all (``False``:
+        a shared store; call :meth:`settle`).
+
+        Example::
+
+            if not budget.settled_now("GET /v1/usage/check", response_headers):
+                await budget.settle("GET /v1/usage/check", response_headers)
+        """
+        memory = self._memory
+        if memory is None:
+            return False
+        stated = None if headers is None else _stated(headers)
+        now = self._clock()
+        memory.settle_now(key, now, stated, headers is not None)
+        if stated is not None:  # kept with the reset as an absolute time (see rate_limits)
+            self._seen[key] = (stated[0], stated[1], now + stated[2])
+        return True
+
     async def settle(self, key: str, headers: Mapping[str, str] | None) -> None:
         """Release ``key``'s reservation; learn the window the response ``headers`` state (``None``:
         no response arrived, e.g. a connection error)."""
+        if self.settled_now(key, headers):
+            return
         stated = None if headers is None else _stated(headers)
         now = self._clock()
-        change = _settle(now, stated, headers is not None)
-        fast = self._fast
-        if fast is not None:
-            fast(key, change)
-        else:
-            await self._update(key, change)
+        await self._update(key, _settle(now, stated, headers is not None))
         if stated is not None:  # kept with the reset as an absolute time (see rate_limits)
             self._seen[key] = (stated[0], stated[1], now + stated[2])
 
     def release_now(self, key: str) -> None:
         """Release ``key``'s reservation without awaiting (a cancelled call): done in the background
         for a shared store, at once for the in-memory one."""
-        change = _settle(self._clock(), None, False)
-        if self._fast is not None:
-            self._fast(key, change)
+        if self._memory is not None:
+            self._memory.settle_now(key, self._clock(), None, False)
             return
+        change = _settle(self._clock(), None, False)
         try:
             import asyncio
 

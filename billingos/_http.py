@@ -425,7 +425,7 @@ class Requester:
             raise _closed_error()  # e.g. closed while this call waited to retry
         budget = self.transport.budget
         key = call.budget_key
-        if budget is not None and key is not None:
+        if budget is not None and key is not None and not budget.acquired_now(key):
             await budget.acquire(key, self.settings.rate_limit_wait)
         started = time.perf_counter()
         try:
@@ -453,7 +453,7 @@ class Requester:
             if not isinstance(error, RuntimeError) or not self.transport.is_closed:
                 raise
             raise _closed_error() from None  # closed while this call was in flight
-        if budget is not None and key is not None:
+        if budget is not None and key is not None and not budget.settled_now(key, reply.headers):
             await budget.settle(key, reply.headers)
         _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.

@@ -139,3 +139,47 @@ def test_a_client_refuses_a_rate_budget_of_the_wrong_type() -> None:
         AsyncBillingOS("sk_test_x", rate_budget="yes")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="rate_limit_wait"):
         AsyncBillingOS("sk_test_x", rate_limit_wait=-1)
+
+
+def test_the_in_memory_store_in_place_agrees_with_the_store_contract_functions() -> None:
+    """The in-memory fast path (a mutable slot updated in place) makes the same decisions and keeps
+    the same window as the pure ``change`` functions a shared store applies, over a long random run."""
+    import random
+
+    from billingos._budget import _acquire, _settle
+
+    rng = random.Random(15)
+    fast, pure = MemoryBudgetStore(), MemoryBudgetStore()
+    now = 1000.0
+    for step in range(20_000):
+        now += rng.choice((0.0, 0.1, 0.5, 3.0, 61.0)) if rng.random() < 0.3 else 0.0
+        action = rng.random()
+        if action < 0.5:
+            first = rng.randint(1, 4)
+            assert fast.acquire_now(KEY, now, first) == pure.update_now(KEY, _acquire(now, first)), step
+        else:
+            if action < 0.8:
+                limit = rng.choice((3, 5, 100))
+                state: tuple[int, int, float] | None = (
+                    limit,
+                    rng.randint(0, limit),
+                    float(rng.randint(0, 60)),
+                )
+            else:
+                state = None
+            answered = state is not None or action < 0.9
+            fast.settle_now(KEY, now, state, answered)
+            pure.update_now(KEY, _settle(now, state, answered))
+        assert fast.update_now(KEY, lambda old: (old, old)) == pure.update_now(KEY, lambda old: (old, old))
+
+
+def test_repeated_header_values_are_parsed_once_and_still_validated() -> None:
+    from billingos._budget import _stated
+
+    assert _stated(stated(100, 97, 42)) == (100, 97, 42.0)
+    assert _stated(stated(100, 97, 42)) == (100, 97, 42.0)  # from the remembered parse
+    assert (
+        _stated({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "-1", "x-ratelimit-reset": "4"}) is None
+    )
+    assert _stated({"x-ratelimit-limit": "100", "x-ratelimit-reset": "4"}) is None
+    assert _stated({}) is None

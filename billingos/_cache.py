@@ -45,6 +45,7 @@ from ._models import Entitlement, EntitlementReason, FeatureType, UsageRecord
 if TYPE_CHECKING:
     import asyncio
 
+    from ._bulk import Batcher
     from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _loops
     from ._redis_store import RedisStore
 
@@ -98,6 +99,8 @@ class CacheStats:
     """With a ``store``: its commands that failed or timed out (the cache carried on from memory)."""
     store_down: bool = False
     """With a ``store``: ``True`` while it is skipped after a failure (the cache runs on memory alone)."""
+    bulk_fetches: int = 0
+    """With ``batch_window``: bulk fetches made for two or more concurrent misses of one customer."""
 
 
 @attrs.frozen
@@ -148,6 +151,12 @@ class EntitlementCache:
             first level; when the store is down or slow the cache runs on memory alone (see
             ``stats.store_down``), never failing a check for it. ``misses`` then counts this process's
             fetches, of which ``shared_hits`` and ``shared_coalesced`` sent no request.
+        batch_window: opt-in (seconds, e.g. ``0.005``): a miss waits this long for misses of *other*
+            features of the same customer; when two or more came, one ``entitlements.prefetch``-style
+            bulk fetch (``/v1/features/entitlements`` as the customer, plus ``/v1/usage/metrics`` for
+            quotas) answers those it can, and the others are checked one by one, as are all of them if
+            the bulk fetch fails or its route's budget is spent (it never waits for a budget). Each
+            miss pays the window in latency; ``stats.bulk_fetches`` counts the bulk fetches.
 
     Example::
 
@@ -166,8 +175,14 @@ class EntitlementCache:
         on_unavailable: OnUnavailable = "raise",
         clock: Callable[[], float] = time.monotonic,
         store: RedisStore | None = None,
+        batch_window: float | None = None,
     ) -> None:
         self._ttl = _seconds("ttl", ttl)
+        self._batcher: Batcher | None = None
+        if batch_window is not None:
+            from ._bulk import Batcher
+
+            self._batcher = Batcher(_seconds("batch_window", batch_window))
         self._stale_if_error = _seconds("stale_if_error", stale_if_error)
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ValidationError(
@@ -224,6 +239,11 @@ class EntitlementCache:
     def max_entries(self) -> int:
         """The bound on cached (customer, feature) answers."""
         return self._max_entries
+
+    @property
+    def batch_window(self) -> float | None:
+        """Seconds a miss waits for misses of other features of its customer (``None``: no batching)."""
+        return None if self._batcher is None else self._batcher.window
 
     @property
     def store(self) -> RedisStore | None:
@@ -415,6 +435,7 @@ class EntitlementCache:
                 shared_coalesced=self._shared_coalesced,
                 store_errors=0 if store is None else store.errors,
                 store_down=False if store is None else store.down,
+                bulk_fetches=0 if self._batcher is None else self._batcher.bulk_fetches,
             )
 
     def __len__(self) -> int:

@@ -817,6 +817,7 @@ class Entitlements(_SyncBase):
         return EntitlementsWithRawResponse(self._facade)
 
     check = _BlockingCheck(AsyncEntitlements.check)
+    prefetch = _Blocking(AsyncEntitlements.prefetch)
 
 
 class Usage(_SyncBase):

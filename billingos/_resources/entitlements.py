@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -12,7 +13,7 @@ from .. import _validate as check
 from .._convert import structurer
 from .._errors import NotFoundError, ValidationError
 from .._http import Requester
-from .._models import Entitlement, EntitlementReason
+from .._models import Entitlement, EntitlementReason, UsageMetrics
 from .._response import capturing
 from .._tracing import traced
 from ._base import RequestOptions, Resource, Unpack
@@ -20,8 +21,12 @@ from ._raw import RawMethod, RawProxy
 
 if TYPE_CHECKING:
     from .._cache import EntitlementCache
+    from .._models import CustomerEntitlement
+
+    Grants = Callable[[str, RequestOptions], Awaitable[list[CustomerEntitlement]]]
 
 _structure_entitlement = structurer(Entitlement)
+_decode_metrics = structurer(UsageMetrics)
 
 
 def _decode_entitlement(data: Any) -> Entitlement:
@@ -33,14 +38,19 @@ def _decode_entitlement(data: Any) -> Entitlement:
 class AsyncEntitlements(Resource):
     """``billing.entitlements``: feature access checks."""
 
-    __slots__ = ("_cache",)
+    __slots__ = ("_cache", "_grants")
 
-    def __init__(self, requester: Requester, cache: EntitlementCache | None = None) -> None:
+    def __init__(
+        self, requester: Requester, cache: EntitlementCache | None = None, grants: Grants | None = None
+    ) -> None:
         super().__init__(requester)
         if cache is not None:
             settings = requester.settings
             cache._bind(settings.api_url, settings.secret_key)
         self._cache = cache
+        # ``GET /v1/features/entitlements`` as the customer (the client's as_customer path: a session
+        # token minted once per customer and cached); ``None``: prefetch is not offered.
+        self._grants = grants
 
     @property
     def with_raw_response(self) -> AsyncEntitlementsWithRawResponse:
@@ -103,9 +113,83 @@ class AsyncEntitlements(Resource):
             _tracing.note_cache(True)
             return hit
         fetch = functools.partial(self._fetch, customer_id, feature_key, options)
+        batcher = store._batcher
+        if batcher is not None and self._grants is not None:  # concurrent misses of one customer: one call
+            bulk = functools.partial(self._bulk_answers, customer_id, options=options)
+            fetch = functools.partial(batcher.fetch, customer_id, feature_key, fetch, bulk)
         ent = await store.get_or_fetch(customer_id, feature_key, fetch)
         _tracing.note_cache(False, ent.stale or ent.reason == EntitlementReason.BILLINGOS_UNAVAILABLE)
         return ent
+
+    @traced("entitlements.prefetch")
+    async def prefetch(
+        self,
+        customer_id: str,
+        features: Sequence[str] | None = None,
+        **options: Unpack[RequestOptions],
+    ) -> Mapping[str, Entitlement]:
+        """Warm the cache with every feature of ``customer_id`` (or just ``features``) in one call.
+
+        It asks ``GET /v1/features/entitlements`` once, as the customer (a session token minted once
+        per customer and kept in the client's token cache, as ``as_customer`` does), and, if a wanted
+        feature is an active usage quota, ``GET /v1/usage/metrics`` once. From those it builds only
+        the answers they really carry, the answers ``entitlements.check`` would give:
+
+        - a feature whose one grant's subscription is not ``active``: ``has_access=False``,
+          ``reason="subscription_not_active"``;
+        - an active ``boolean_flag``: ``has_access=True``;
+        - an active ``usage_quota`` with a metric: ``has_access`` (``usage < limit``), ``limit``,
+          ``usage``, ``remaining``, ``resets_at`` (the period's end).
+
+        Not answered (absent from the result, and left to ``check``): a ``numeric_limit`` feature
+        (its limit is not in the list), a quota without a current metric, a feature granted twice or
+        not granted at all, every feature of a customer BillingOS does not know. With an
+        :class:`EntitlementCache` on the client, each answer is stored, so the next ``check`` of that
+        feature within the cache's ``ttl`` is a hit. Errors raise as for any call (the cache is then
+        unchanged and checks work as before).
+
+        Example::
+
+            answers = await billing.entitlements.prefetch("user_42")   # 1-2 requests (+1 first mint)
+            ent = await billing.check_entitlement("user_42", "sso")     # from the cache, no request
+            print(sorted(answers))                                       # ['api_calls', 'sso']
+        """
+        customer_id = check.text("customer_id", customer_id)
+        wanted = None
+        if features is not None:
+            listed = check.string_list("features", features)
+            wanted = frozenset(listed) if listed is not None else None
+        answers = await self._bulk_answers(customer_id, wanted, options=options)
+        store = self._cache
+        if store is not None:
+            for feature_key, ent in answers.items():
+                store.put(customer_id, feature_key, ent)
+        return answers
+
+    async def _bulk_answers(
+        self, customer_id: str, wanted: frozenset[str] | None, *, options: RequestOptions
+    ) -> Mapping[str, Entitlement]:
+        """The answers one ``/v1/features/entitlements`` (+ one ``/v1/usage/metrics``) call carries."""
+        from .._bulk import answers_from, metrics_needed  # on use: only a prefetch needs them
+
+        if self._grants is None:
+            raise ValidationError("prefetch needs a client (billing.entitlements).", code="invalid_argument")
+        try:
+            grants = await self._grants(customer_id, options)
+        except NotFoundError as exc:
+            if exc.message != "Customer not found":
+                raise
+            return {}  # its checks say customer_not_found, as usual
+        metrics = None
+        if metrics_needed(grants, wanted):
+            metrics = await self._requester.request(
+                "GET",
+                "/v1/usage/metrics",
+                params={"customer_id": customer_id},
+                decode=_decode_metrics,
+                options=options,
+            )
+        return answers_from(grants, metrics, wanted)
 
     async def _fetch(self, customer_id: str, feature_key: str, options: RequestOptions) -> Entitlement:
         """One ``GET /v1/usage/check``, "Customer not found" read as an answer."""

@@ -133,3 +133,22 @@ async def test_rate_budget_false_sends_and_gets_the_429(mount: Mount) -> None:
             await billing.usage.metrics("user_0")
         assert billing.rate_limits == {}
     assert caught.value.status_code == 429
+
+
+async def test_the_recorder_stretches_its_flush_interval_to_fit_the_track_budget(mount: Mount) -> None:
+    """A flush of B (customer, feature) pairs costs B track calls: with R left until the reset in T s,
+    the next flush comes after T * B / R s (never shorter than flush_interval, never longer than T)."""
+    clock = Clock()
+    fake, url = limited_fake(mount, clock, per_route=100, customers=20)
+    billing = AsyncBillingOS(fake.secret_key, api_url=url, rate_budget=budget_on(clock))
+    async with billing, billing.usage_recorder(flush_interval=1) as recorder:
+        assert recorder._interval() == 1  # nothing known of the track route yet
+        for n in range(20):
+            recorder.record(f"user_{n}", "api_calls")
+        await recorder.flush()
+        window = billing.rate_limits[TRACK]
+        assert (window.limit, window.remaining) == (100, 80)
+        assert window.reset_seconds is not None
+        assert recorder._interval() == pytest.approx(window.reset_seconds * 20 / 80)  # 60 * 20 / 80
+        assert recorder._interval() > 1
+    assert len(fake.requests_to(TRACK)) == 20

@@ -176,17 +176,17 @@ class Batcher:
         if joined:
             await batch.done.wait()
             return await _answer(batch, feature_key, single)
-        try:
-            await anyio.sleep(self.window)
-        finally:
-            with self._lock:
-                if self._open.get(bkey) is batch:
-                    del self._open[bkey]  # closed: later misses start a batch of their own
-        try:
+        try:  # whatever happens (a cancelled leader too), the batch's waiters are released
+            try:
+                await anyio.sleep(self.window)
+            finally:
+                with self._lock:
+                    if self._open.get(bkey) is batch:
+                        del self._open[bkey]  # closed: later misses start a batch of their own
             if len(batch.features) > 1:
                 batch.answers = await self._bulk(customer_id, frozenset(batch.features), bulk)
         finally:
-            batch.done.set()
+            batch.done.set()  # with no answers (cancelled, failed): each waiter asks alone
         return await _answer(batch, feature_key, single)
 
     async def _bulk(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from billingos._bulk import answers_from, metrics_needed
 from billingos._models import CustomerEntitlement, FeatureType, SubscriptionStatus, UsageMetric, UsageMetrics
 
@@ -32,3 +34,40 @@ def test_a_numeric_limit_is_left_to_a_check_and_wanted_filters() -> None:
     assert sorted(answers_from(grants, None)) == ["sso", "x"]
     assert sorted(answers_from(grants, None, {"sso", "seats"})) == ["sso"]
     assert not metrics_needed([grant("q", "usage_quota", "past_due")], None)  # no access: no usage needed
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_batch_leader_releases_its_waiters_to_ask_alone() -> None:
+    import anyio
+
+    from billingos._bulk import Batcher
+    from billingos._models import Entitlement
+
+    batcher = Batcher(window=3600)  # the leader would wait an hour: it is cancelled instead
+    asked: list[str] = []
+
+    async def single(key: str) -> Entitlement:
+        asked.append(key)
+        return Entitlement(feature_key=key, has_access=True)
+
+    async def bulk(features: frozenset[str]) -> dict[str, Entitlement]:
+        raise AssertionError("no bulk fetch after a cancelled window")
+
+    answers: list[Entitlement] = []
+    async with anyio.create_task_group() as tg:
+        leader = anyio.CancelScope()
+
+        async def lead() -> None:
+            with leader:
+                await batcher.fetch("c", "a", lambda: single("a"), bulk)
+
+        async def join() -> None:
+            answers.append(await batcher.fetch("c", "b", lambda: single("b"), bulk))
+
+        tg.start_soon(lead)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(join)
+        await anyio.wait_all_tasks_blocked()
+        leader.cancel()
+    assert asked == ["b"]
+    assert [a.feature_key for a in answers] == ["b"]

@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from httpx2 import Headers as _Httpx2Headers
+
 from ._errors import RateLimitError
 from ._response import RateLimit
 
@@ -302,23 +304,41 @@ def _acquire(now: float, first: int) -> Callable[[BudgetWindow | None], tuple[Bu
 _Stated = tuple[int, int, float]  # (limit, remaining, reset seconds) of a response's headers
 
 
-_INTS: dict[str, int] = {}
-_FLOATS: dict[str, float] = {}
+_INTS: dict[str | bytes, int] = {}
+_FLOATS: dict[str | bytes, float] = {}
 _MEMO_SIZE = 4096  # distinct header values remembered (a window has at most limit + reset of them)
+_RATE_HEADERS = {b"x-ratelimit-limit": 0, b"x-ratelimit-remaining": 1, b"x-ratelimit-reset": 2}
 
 
 def _stated(headers: Mapping[str, str]) -> _Stated | None:
     """The three ``X-RateLimit-*`` figures, or ``None`` unless all three are there and readable.
 
-    Each value is read once and its parse remembered (``int("97")`` costs more than a dict lookup,
-    and a route's values repeat: at most ``limit`` remainders and ``reset`` seconds per window).
+    The headers are read in one pass: httpx2's ``Headers`` (the default backend) keeps a list of
+    (raw name, lowercased name, value) bytes, and each of its ``get`` calls lowercases, encodes and
+    scans that whole list again (~1.5 µs each, against ~0.1 µs for a lookup in aiohttp's or a dict).
+    Each value's parse is remembered: ``int("97")`` costs more than a dict lookup, and a route's values
+    repeat (at most ``limit`` remainders and ``reset`` seconds per window).
     """
-    get = headers.get
-    limit_text = get("x-ratelimit-limit")
+    limit_text: str | bytes | None
+    remaining_text: str | bytes | None
+    reset_text: str | bytes | None
+    if headers.__class__ is _Httpx2Headers:
+        found: list[bytes | None] = [None, None, None]
+        names = _RATE_HEADERS
+        for item in headers._list:  # httpx2 internals: (raw name, lowercased name, value) bytes
+            slot = names.get(item[1])
+            if slot is not None:
+                if found[slot] is not None:  # sent twice: let the general reader decide
+                    return _parse_stated(headers, "", None, None)
+                found[slot] = item[2]
+        limit_text, remaining_text, reset_text = found
+    else:
+        get = headers.get
+        limit_text = get("x-ratelimit-limit")
+        remaining_text = get("x-ratelimit-remaining")
+        reset_text = get("x-ratelimit-reset")
     if limit_text is None:
         return None
-    remaining_text = get("x-ratelimit-remaining")
-    reset_text = get("x-ratelimit-reset")
     ints, floats = _INTS, _FLOATS
     limit = ints.get(limit_text)
     remaining = ints.get(remaining_text) if remaining_text is not None else None
@@ -329,7 +349,10 @@ def _stated(headers: Mapping[str, str]) -> _Stated | None:
 
 
 def _parse_stated(
-    headers: Mapping[str, str], limit_text: str, remaining_text: str | None, reset_text: str | None
+    headers: Mapping[str, str],
+    limit_text: str | bytes,
+    remaining_text: str | bytes | None,
+    reset_text: str | bytes | None,
 ) -> _Stated | None:
     """:func:`_stated`'s slow path: parse (and remember) values not seen yet."""
     try:  # the common case: three plain numbers

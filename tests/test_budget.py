@@ -183,3 +183,21 @@ def test_repeated_header_values_are_parsed_once_and_still_validated() -> None:
     )
     assert _stated({"x-ratelimit-limit": "100", "x-ratelimit-reset": "4"}) is None
     assert _stated({}) is None
+
+
+def test_httpx2_headers_are_read_in_one_pass_with_the_same_result() -> None:
+    import httpx2
+
+    from billingos._budget import _stated
+
+    raw = [
+        (b"Content-Type", b"application/json"),
+        (b"X-RateLimit-Limit", b"100"),
+        (b"X-RateLimit-Remaining", b"97"),
+        (b"X-RateLimit-Reset", b"42"),
+    ]
+    assert _stated(httpx2.Headers(raw)) == (100, 97, 42.0) == _stated(stated(100, 97, 42))
+    assert _stated(httpx2.Headers(raw[:3])) is None  # no reset
+    assert _stated(httpx2.Headers(raw[2:])) is None  # no limit
+    twice = httpx2.Headers([*raw, (b"x-ratelimit-remaining", b"96")])  # as httpx2 reads it: "97, 96"
+    assert _stated(twice) is None

@@ -540,6 +540,18 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 toke
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # printable ASCII and tab: what httpx can encode
 
 
+def check_options(options: RequestOptions) -> None:
+    """Refuse bad per-call options at once: a method that sends several requests (``prefetch``) checks
+    them before the first, as :meth:`Requester.request` does before its one."""
+    if options.get("timeout") is not None:
+        check_timeout(options["timeout"])
+    if options.get("max_retries") is not None:
+        check_max_retries(options["max_retries"])
+    extra = options.get("extra_headers")
+    if extra is not None:
+        _check_extra_headers(extra)
+
+
 def _check_extra_headers(extra: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(extra, Mapping):
         raise ValidationError("extra_headers must be a mapping of str to str.", code="invalid_argument")

@@ -12,7 +12,7 @@ from .. import _tracing
 from .. import _validate as check
 from .._convert import structurer
 from .._errors import NotFoundError, ValidationError
-from .._http import Requester
+from .._http import Requester, check_options
 from .._models import Entitlement, EntitlementReason, UsageMetrics
 from .._response import capturing
 from .._tracing import traced
@@ -154,11 +154,13 @@ class AsyncEntitlements(Resource):
             ent = await billing.check_entitlement("user_42", "sso")     # from the cache, no request
             print(sorted(answers))                                       # ['api_calls', 'sso']
         """
-        customer_id = check.text("customer_id", customer_id)
+        # It acts as the customer: a session token's user id has at most 255 characters.
+        customer_id = check.text("customer_id", customer_id, max_length=255)
         wanted = None
         if features is not None:
             listed = check.string_list("features", features)
             wanted = frozenset(listed) if listed is not None else None
+        check_options(options)  # before the first of its requests
         answers = await self._bulk_answers(customer_id, wanted, options=options)
         store = self._cache
         if store is not None:

@@ -637,7 +637,8 @@ def test_every_public_method_is_fuzzed() -> None:
         "AsyncBillingOS.track_usage",
     }
     iteration = {"AsyncPaginator.pages", "AsyncPaginator.__aiter__"}  # page(n) with n = 1, 2, ...: no input
-    assert public_methods() - shortcuts - iteration == fuzzed_here
+    several_requests = {"entitlements.prefetch"}  # fuzzed below, on its own
+    assert public_methods() - shortcuts - iteration - several_requests == fuzzed_here
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
@@ -673,6 +674,52 @@ def test_any_argument_is_sent_exactly_or_refused_before_sending(
     fuzz()
     total, sent, declined = sum(outcomes.values()), outcomes["sent"], outcomes["refused"]
     figure(f"{total} calls: {sent} sent exactly, {declined} refused before sending")
+
+
+PREFETCH_ARGS = _with_options(
+    {"customer_id": ID}, {"features": (st.one_of(st.none(), st.lists(_valid_ids, max_size=3)), _hostile)}
+)
+
+
+def test_prefetch_sends_the_customer_id_exactly_or_refuses_before_sending(
+    fuzzed: tuple[Run[Any], Canned, AsyncBillingOS], figure: Callable[[str], None]
+) -> None:
+    """``entitlements.prefetch`` sends up to three requests (a mint, the grant list, the metrics): the
+    mint carries the customer id exactly, the grant list goes with the session token, never the key."""
+    run, canned, client = fuzzed
+    json_type = ((b"content-type", b"application/json"),)
+    mint = Reply(201, json_type, json.dumps({"sessionToken": TOKEN, "expiresAt": {}}).encode())
+    grants = Reply(200, json_type, json.dumps({"entitlements": [], "customer_id": "c"}).encode())
+    outcomes: Counter[str] = Counter()
+
+    @fuzz_settings(EXAMPLES, name="entitlements.prefetch")
+    @given(data=st.data())
+    def fuzz(data: st.DataObject) -> None:
+        kwargs = data.draw(PREFETCH_ARGS, label="arguments")
+        client._tokens._cache = None  # a fresh token cache: every valid call mints
+        canned.reset(mint, grants)
+        refused: ValidationError | None = None
+        try:
+            answers = run(client.entitlements.prefetch(**kwargs))
+        except ValidationError as exc:
+            refused = exc
+        if refused is not None:
+            outcomes["refused"] += 1
+            assert canned.requests == [], "refused after sending"
+            assert (refused.status_code, refused.code) == (None, "invalid_argument")
+            assert SECRET[8:] not in str(refused)
+            return
+        outcomes["sent"] += 1
+        assert answers == {}
+        assert [(r.method, r.url.path) for r in canned.requests] == [
+            ("POST", "/v1/session-tokens"),
+            ("GET", "/v1/features/entitlements"),
+        ]
+        assert json.loads(canned.requests[0].content)["externalUserId"] == kwargs["customer_id"]
+        assert canned.requests[1].headers["authorization"] == f"Bearer {TOKEN}"
+
+    fuzz()
+    figure(f"{sum(outcomes.values())} calls: {outcomes['sent']} sent exactly, {outcomes['refused']} refused")
 
 
 # -- regressions for what the fuzzing found (each raised a non-BillingOS exception) ------------

@@ -265,6 +265,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ("entitlements.check",),
     ),
     Endpoint(
+        "entitlements.prefetch",
+        # Up to three requests (mint, grant list, metrics): one body that each of them reads.
+        lambda b: b.entitlements.prefetch("user_1"),
+        Mapping[str, billingos.Entitlement],
+        200,
+        {
+            **metrics_json(),
+            "sessionToken": TOKEN,
+            "expiresAt": {},
+            "entitlements": [
+                {"feature_key": "api_calls", "feature_type": "usage_quota", "subscription_status": "active"},
+                {"feature_key": "sso", "feature_type": "boolean_flag", "subscription_status": "trialing"},
+            ],
+        },
+        ("entitlements.prefetch",),
+    ),
+    Endpoint(
         "check_entitlement",
         lambda b: b.check_entitlement("user_1", "api_calls", cache=False),
         billingos.Entitlement,

@@ -125,6 +125,8 @@ def _check_result(endpoint: Endpoint, result: Any, canned: Canned) -> None:
         if isinstance(result, billingos.Entitlement):
             assert result.reason == EntitlementReason.CUSTOMER_NOT_FOUND
             assert result.has_access is False
+        elif endpoint.name == "entitlements.prefetch":
+            assert result == {}  # "Customer not found" on the grant list: no answers, checks will say it
         else:
             assert result is None
             assert len(canned.requests) > 1

@@ -184,13 +184,23 @@ def _plain_number(value: object) -> float | None:
     raise _Unusual
 
 
+@functools.cache
+def _members(cls: type[E]) -> dict[str, E]:
+    """An enum's members by value: a dict lookup instead of ``cls(value)`` (its metaclass call)."""
+    return {member.value: member for member in cls}
+
+
 def _plain_enum(value: object, cls: type[E]) -> E | None:
     if value is None:
         return None
     if type(value) is not str:
         raise _Unusual
-    return cls(value)
+    member = _members(cls).get(value)
+    return member if member is not None else cls(value)  # an open enum keeps an unknown value
 
+
+_parse_cached = functools.lru_cache(maxsize=256)(parse_datetime)
+"""``parse_datetime`` for the fast path: a customer's quota resets at the same instant answer after answer."""
 
 _FLAT_FIELDS = frozenset({"stale", "remaining", "resets_at", "feature_type"})
 """Top-level keys the generated structurer would read (the wire nests the last three in metadata)."""
@@ -222,7 +232,7 @@ def _fast_entitlement(value: dict[str, Any]) -> Entitlement | None:
             if resets is not None:
                 if type(resets) is not str:
                     return None
-                resets_at = parse_datetime(resets)
+                resets_at = _parse_cached(resets)
     except (_Unusual, ValueError):
         return None
     return Entitlement(

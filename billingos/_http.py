@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypedDict, TypeVar
 from urllib.parse import quote
 
@@ -55,6 +55,7 @@ from ._transport import (
     Backend,
     HttpxBackend,
     Reply,
+    RequestHeaders,
     httpx2_default_headers,
     new_httpx_client,
     parse_url,
@@ -157,6 +158,7 @@ def new_request_id() -> str:
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # what percent-encoding leaves as it is
+_PLAIN_KEYS: set[str] = set()  # query names seen to need no encoding
 
 
 def encode_query(params: Mapping[str, str | int]) -> str:
@@ -167,8 +169,11 @@ def encode_query(params: Mapping[str, str | int]) -> str:
     parts = []
     for key, value in params.items():
         text = value if type(value) is str else str(value)
-        if not _UNRESERVED(key):
-            key = quote(key, safe="")
+        if key not in _PLAIN_KEYS:
+            if not _UNRESERVED(key):
+                key = quote(key, safe="")
+            elif len(_PLAIN_KEYS) < 256:  # the SDK's own parameter names: a handful, checked once
+                _PLAIN_KEYS.add(key)
         if not _UNRESERVED(text):
             text = quote(text, safe="")
         parts.append(f"{key}={text}")
@@ -299,11 +304,11 @@ class Requester:
             # Only what BodyReader inflates with a bound (a caller's client may ask for br or zstd).
             "accept-encoding": ACCEPT_ENCODING,
         }
-        # httpx2.Headers, not a dict: its repr masks the key, which then never shows in a traceback's
+        # RequestHeaders, not a dict: its repr masks the key, which then never shows in a traceback's
         # locals (Sentry's frame variables, pytest -l, rich's show_locals). The backend's default
         # headers (Accept-Encoding, Connection, or a caller's own client's) are merged in once, now.
         # Names are lower-case so an extra header replaces ours whatever its case.
-        self._base_headers = httpx2.Headers(transport.default_headers)
+        self._base_headers = RequestHeaders({k.lower(): v for k, v in transport.default_headers.items()})
         self._base_headers.update(ours)
         self._timeout = settings.timeout
         self._max_bytes = settings.max_response_bytes
@@ -327,7 +332,7 @@ class Requester:
         ``authorization`` is a customer session token (``bos_session_…``) sent as the bearer of this
         call instead of the secret key; ``""`` sends no ``Authorization`` header at all (the checkout
         routes that need none). Like the secret key, the token is then held only in the
-        ``httpx2.Headers`` (whose repr masks it), never in a local of this frame.
+        request's ``RequestHeaders`` (whose repr masks it), never in a local of this frame.
 
         ``retry_safe`` defaults to True for GET and DELETE; a POST/PATCH is retried after it may
         have reached the server only when the caller says repeating it is harmless.
@@ -382,43 +387,66 @@ class Requester:
             template = getattr(url_path, "template", url_path)
             call.budget_key = f"{method} {url_path if template == '{path}' else template}"
 
-        may_have_run = False  # did an earlier attempt possibly reach the server?
         traced = _tracing.CALL.get()  # tracing (issue 14): the call's span while OpenTelemetry records
+        capture = CAPTURE.get()  # inside a ``with_raw_response`` call: leave the final response behind
+        # The first attempt is awaited here, without the retry machinery (or a frame of it): a failure
+        # hands over to the policy's retry loop.
+        failure: BillingOSError | None = None
+        try:
+            if traced is None:
+                reply = await self._attempt(call, 0, _NO_STATUSES)
+            else:  # one span per attempt, a child of the call's (see _tracing)
+                sent = self._attempt(call, 0, _NO_STATUSES)
+                reply = await traced.attempt(sent, method, url_path, url, 0, call.request_id)
+        except BillingOSError as exc:
+            failure = exc
+        if failure is not None:
+            try:
+                reply = await self._retry(call, failure, traced, retry_safe, max_retries, ok_on_retry)
+            except BillingOSError as error:
+                if capture is not None:
+                    capture.record(error.status_code, error.headers, error.request_id)
+                raise
+        if capture is not None:
+            answered = _headers(reply)
+            capture.record(reply.status_code, answered, answered.get("x-request-id") or call.request_id)
+        return _decode(reply, call, decode)
+
+    def _retry(
+        self,
+        call: _Call,
+        failure: BillingOSError,
+        traced: _tracing.CallTrace | None,
+        retry_safe: bool,
+        max_retries: int,
+        ok_on_retry: frozenset[int],
+    ) -> Awaitable[Reply]:
+        """The retries after a first attempt that failed with ``failure``, by the retry policy."""
+        # did an earlier attempt possibly reach the server? (a DELETE's 404 then means it worked)
+        may_have_run = isinstance(failure, (NetworkError, ServerError)) and getattr(
+            failure, "_maybe_sent", True
+        )
 
         async def attempt(retry_number: int) -> Reply:
             nonlocal may_have_run
             try:
-                sent = self._attempt(call, retry_number, ok_on_retry if may_have_run else frozenset())
-                if traced is not None:  # one span per attempt, a child of the call's (see _tracing)
-                    return await traced.attempt(sent, method, url_path, url, retry_number, call.request_id)
+                sent = self._attempt(call, retry_number, ok_on_retry if may_have_run else _NO_STATUSES)
+                if traced is not None:
+                    return await traced.attempt(
+                        sent, call.method, call.path, call.url, retry_number, call.request_id
+                    )
                 return await sent
             except (NetworkError, ServerError) as exc:
                 may_have_run = may_have_run or getattr(exc, "_maybe_sent", True)
                 raise
 
-        capture = CAPTURE.get()
-        if capture is None:
-            reply = await self.policy.call(
-                attempt,
-                max_retries=max_retries,
-                retry_safe=retry_safe,
-                on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
-            )
-            return _decode(reply, call, decode)
-        # Inside a ``with_raw_response`` call: leave the final attempt's response (or error) behind.
-        try:
-            reply = await self.policy.call(
-                attempt,
-                max_retries=max_retries,
-                retry_safe=retry_safe,
-                on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
-            )
-        except BillingOSError as error:
-            capture.record(error.status_code, error.headers, error.request_id)
-            raise
-        headers = _headers(reply)
-        capture.record(reply.status_code, headers, headers.get("x-request-id") or call.request_id)
-        return _decode(reply, call, decode)
+        return self.policy.retry(
+            failure,
+            attempt,
+            max_retries=max_retries,
+            retry_safe=retry_safe,
+            on_retry=lambda exc, n, wait: _log_retry(call, exc, n, wait),
+        )
 
     async def _attempt(self, call: _Call, retry_number: int, ok_on_retry: frozenset[int]) -> Reply:
         if self.transport.closed:
@@ -486,7 +514,7 @@ class _Call:
         method: str,
         path: str,
         url: str,
-        headers: httpx2.Headers,
+        headers: RequestHeaders,
         content: bytes | None,
         timeout: httpx2.Timeout,
         deadline: float | None,
@@ -505,6 +533,8 @@ class _Call:
         self.timeout = timeout
         self.request_id = request_id
 
+
+_NO_STATUSES: frozenset[int] = frozenset()
 
 _ADMIN_ROUTES = ("/customers", "/subscriptions")
 """Routes the public BillingOS backend guards with a dashboard login, not the secret key (issue 13)."""
@@ -660,11 +690,26 @@ def _headers(response: Reply) -> httpx2.Headers:
     return httpx2.Headers(list(headers.items()))
 
 
+def _read_json(content: bytes) -> Any:
+    """``json.loads(content)``, ``None`` for an empty body.
+
+    Read as UTF-8 text first (what every JSON answer is): ``json.loads`` of bytes spends longer
+    detecting the encoding than decoding it. Anything that fails that way (a BOM, UTF-16, not JSON)
+    gets ``json.loads``'s own reading, and its error.
+    """
+    try:
+        return json.loads(content.decode())
+    except ValueError:  # UnicodeDecodeError, JSONDecodeError
+        if not content.strip():
+            return None
+        return json.loads(content)
+
+
 def _decode(response: Reply, call: _Call, decode: Callable[[Any], T]) -> T:
     """JSON body (``None`` when empty, e.g. 204) through ``decode``; any failure is a ResponseDecodeError."""
     content = response.content
     try:
-        data = json.loads(content) if content.strip() else None
+        data = _read_json(content)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, nesting too deep to read
         detail = "the body is not JSON"
     else:

@@ -93,14 +93,33 @@ class RetryPolicy:
         """Run ``attempt(0)``, and on a retryable failure ``attempt(1)``, ... up to ``max_retries``.
 
         The first attempt runs without building any retry machinery (the common case costs
-        nothing); only a failure hands over to a fresh tenacity loop for the retries.
+        nothing); only a failure hands over to :meth:`retry`.
         """
         try:
             return await attempt(0)
         except BillingOSError as exc:
-            if max_retries <= 0 or not self.should_retry(exc, retry_safe=retry_safe):
-                raise
-            first_failure: BaseException = exc
+            first_failure = exc
+        return await self.retry(
+            first_failure, attempt, max_retries=max_retries, retry_safe=retry_safe, on_retry=on_retry
+        )
+
+    async def retry(
+        self,
+        first_failure: BillingOSError,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        max_retries: int,
+        retry_safe: bool,
+        on_retry: Callable[[BaseException, int, float], None] | None = None,
+    ) -> T:
+        """Go on after the first attempt failed with ``first_failure``: raise it if it may not be
+        retried, else wait and run ``attempt(1)``, ``attempt(2)``, ... (a fresh tenacity loop).
+
+        What :meth:`call` does after its first attempt; the request path runs that first attempt
+        itself (one coroutine frame fewer per call) and hands a failure over here.
+        """
+        if max_retries <= 0 or not self.should_retry(first_failure, retry_safe=retry_safe):
+            raise first_failure
 
         wait = self.delay(first_failure, 0)
         if on_retry is not None:

@@ -54,6 +54,7 @@ __all__ = [
     "BodyReader",
     "HttpxBackend",
     "Reply",
+    "RequestHeaders",
     "deadline_error",
     "decode_error",
     "network_error",
@@ -66,6 +67,55 @@ T = TypeVar("T")
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What the SDK asks for: the codings :class:`BodyReader` can inflate with a bound on its output."""
+
+
+class RequestHeaders:
+    """One request's headers as the request path hands them to a backend: lower-case names, ``str`` values.
+
+    A ``dict`` underneath (copying and setting a header cost next to nothing; ``httpx2.Headers``
+    rescans its list on every set), wrapped so that no ``repr`` shows the ``Authorization`` value: the
+    secret key or a session token then never appears in a traceback's locals (pytest ``-l``, rich,
+    Sentry, which renders an object that is not a mapping by its ``repr``). Deliberately not a ``Mapping``.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = _Fields(fields)
+        """The headers, name (lower-case) to value. Backends read them from here."""
+
+    def copy(self) -> RequestHeaders:
+        return RequestHeaders(self.fields)
+
+    def get(self, name: str) -> str | None:
+        return self.fields.get(name)
+
+    def __getitem__(self, name: str) -> str:
+        return self.fields[name]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.fields[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.fields[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields
+
+    def update(self, other: Mapping[str, str]) -> None:
+        self.fields.update(other)
+
+    def __repr__(self) -> str:
+        return f"RequestHeaders({self.fields!r})"
+
+
+class _Fields(dict[str, str]):
+    """The ``dict`` of :class:`RequestHeaders`, whose ``repr`` masks ``Authorization`` too."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr({k: ("[secure]" if k == "authorization" else v) for k, v in self.items()})
 
 
 class Reply(Protocol):
@@ -97,7 +147,7 @@ class Backend(Protocol):
         self,
         method: str,
         url: str,
-        headers: httpx2.Headers,
+        headers: RequestHeaders,
         content: bytes | None,
         timeouts: httpx2.Timeout,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -292,7 +342,7 @@ class HttpxBackend:
         self,
         method: str,
         url: str,
-        headers: httpx2.Headers,
+        headers: RequestHeaders,
         content: bytes | None,
         timeouts: httpx2.Timeout,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -305,7 +355,7 @@ class HttpxBackend:
             method,
             parse_url(url),
             content=content,
-            headers=headers,
+            headers=headers.fields,
             extensions={"timeout": timeouts.as_dict()},
         )
         if deadline is None:

@@ -31,7 +31,7 @@ from billingos import (
 )
 from billingos._aiohttp_backend import AiohttpBackend, _aiohttp_error, _redact
 from billingos._config import resolve
-from billingos._transport import ssl_context
+from billingos._transport import RequestHeaders, ssl_context
 from billingos.testing import FakeBillingOS
 from billingos.testing.__main__ import seed_sandbox
 
@@ -347,7 +347,7 @@ async def test_the_backend_refuses_a_closed_session_with_the_error_the_request_p
     await backend.aclose()
     assert backend.is_closed
     with pytest.raises(RuntimeError, match="closed"):
-        await backend.send("GET", "http://127.0.0.1:9/", httpx2.Headers(), None, httpx2.Timeout(1))
+        await backend.send("GET", "http://127.0.0.1:9/", RequestHeaders({}), None, httpx2.Timeout(1))
 
 
 class _ClosedUnderTheCall(_StubSession):

@@ -28,7 +28,7 @@ import pytest
 
 from billingos._aiohttp_backend import AiohttpBackend
 from billingos._config import resolve
-from billingos._transport import HttpxBackend
+from billingos._transport import HttpxBackend, RequestHeaders
 from tests._loopback import make_app, serve_asgi
 
 Send = Callable[[httpx2.Request], Awaitable[httpx2.Response]]
@@ -299,7 +299,7 @@ def _sdk_backend(name: str, url: str) -> HttpxBackend | AiohttpBackend:
 
 async def _exercise(name: str, url: str, hold: threading.Event) -> None:
     backend = _sdk_backend(name, url)
-    headers = httpx2.Headers({"accept": "application/json"})
+    headers = RequestHeaders({"accept": "application/json"})
     timeouts = httpx2.Timeout(30)
     try:
         await _cancel_while_held(lambda u: backend.send("GET", u, headers, None, timeouts), url, hold)

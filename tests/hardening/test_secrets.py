@@ -201,7 +201,8 @@ def audit_records(audit: Audit, handler: Collect) -> None:
 _WALKED_MODULES = ("billingos", "httpx2", "httpcore2", "tests.hardening")
 _RAW_HOLDERS_ALLOWED = {
     "billingos._config.SecretKey",  # the one place the key is kept as text; repr/str are masked
-    "httpx2.Headers",  # the Authorization header of the requester and of requests; repr is masked
+    "httpx2.Headers",  # the Authorization header of requests sent by httpx2; repr is masked
+    "billingos._transport.RequestHeaders",  # the Authorization header of the requester and of calls; masked
     "billingos._models.SessionToken",  # a session token (as_customer's cache, a given token); repr masked
 }
 

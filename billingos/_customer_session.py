@@ -28,7 +28,7 @@ import attrs
 from . import _validate as check
 from ._convert import structurer
 from ._errors import AuthenticationError, BillingOSError, NotFoundError, ValidationError
-from ._http import Method, Requester, route
+from ._http import Method, Requester, check_options, route
 from ._models import (
     Catalog,
     CheckoutSession,
@@ -277,6 +277,7 @@ class AsyncCustomerSession:
                 method, url_path, decode=decode, options=options, params=params, body=body,
                 retry_safe=retry_safe, authorization="",
             )  # fmt: skip
+        check_options(options)  # a bad option is refused before a token is minted for the call
         current = await self._token()
         try:
             return await self._requester.request(

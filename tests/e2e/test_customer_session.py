@@ -125,6 +125,18 @@ async def test_n_calls_of_one_user_mint_one_token(
     assert fake.usage_of(USER, "api_calls") == 3
 
 
+async def test_a_bad_option_is_refused_before_a_token_is_minted(
+    billing: Billing, seeded: Seeded, fake: FakeBillingOS
+) -> None:
+    customer = billing.as_customer(USER)
+    with pytest.raises(ValidationError):
+        await billing.run(lambda: customer.state(timeout=-1))
+    with pytest.raises(ValidationError):
+        await billing.run(lambda: customer.entitlements.check("sso", extra_headers={"Authorization": "x"}))
+    assert minted_tokens(fake) == 0
+    assert not fake.requests
+
+
 async def test_twenty_concurrent_first_calls_mint_once(
     fake: FakeBillingOS, url: str, policy: RetryPolicy
 ) -> None:

@@ -39,6 +39,8 @@ from ._models import Entitlement
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from ._redis_listener import Listener
+
 __all__ = ["RedisStore"]
 
 Source = Literal["upstream", "shared", "waited"]
@@ -211,51 +213,79 @@ class RedisStore:
         feature_key: str,
         consume: Callable[[Entitlement], Entitlement | None],
         keep: float,
+        origin: str = "",
     ) -> None:
-        """Apply a track to the shared entry (``consume`` gives the new answer, ``None`` drops it)."""
+        """Apply a track to the shared entry (``consume`` gives the new answer, ``None`` drops it) and
+        tell the fleet on the scope's channel, in the same transaction (``origin``: the sender's id)."""
         if self.down:
             return
         import redis.exceptions  # the store exists, so redis is installed
 
         hkey, _ = self._keys(scope, customer_id, feature_key)
+        channel = self._channel(scope)
         try:
             for _ in range(3):  # optimistic: retry when another process wrote the hash meanwhile
                 try:
                     async with self._client.pipeline(transaction=True) as pipe:
                         await self._call(pipe.watch(hkey))
                         raw = await self._call(pipe.hget(hkey, feature_key))
-                        if raw is None:
-                            await self._call(pipe.unwatch())  # type: ignore[no-untyped-call]
-                            return
-                        ent, arrived = _decode(raw)
-                        updated = consume(ent)
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        if updated is None:
-                            pipe.hdel(hkey, feature_key)
+                        if raw is None:  # nothing shared: a process may still hold one in memory
+                            pipe.publish(channel, _message(origin, customer_id, feature_key, None))
                         else:
-                            pipe.hset(hkey, feature_key, _encode(updated, arrived))
+                            ent, arrived = _decode(raw)
+                            updated = consume(ent)
+                            value = None if updated is None else _encode(updated, arrived)
+                            if value is None:
+                                pipe.hdel(hkey, feature_key)
+                            else:
+                                pipe.hset(hkey, feature_key, value)
+                            pipe.publish(channel, _message(origin, customer_id, feature_key, value))
                         await self._call(pipe.execute())
                         return
                 except redis.exceptions.WatchError:
                     continue
-            await self._call(self._client.hdel(hkey, feature_key))  # too contended: ask BillingOS next
+            await self.invalidate(scope, customer_id, feature_key, origin)  # too contended: ask again next
         except _StoreDown:
             return
 
-    async def invalidate(self, scope: str, customer_id: str, feature_key: str | None) -> None:
-        """Forget the shared answers of a customer (every feature, or one)."""
+    async def invalidate(
+        self, scope: str, customer_id: str, feature_key: str | None, origin: str = ""
+    ) -> None:
+        """Forget the shared answers of a customer (every feature, or one), and tell the fleet's memory."""
         if self.down:
             return
         hkey, _ = self._keys(scope, customer_id, feature_key or "")
         try:
-            if feature_key is None:
-                await self._call(self._client.delete(hkey))
-            else:
-                await self._call(self._client.hdel(hkey, feature_key))
+            async with self._client.pipeline(transaction=True) as pipe:
+                if feature_key is None:
+                    pipe.delete(hkey)
+                else:
+                    pipe.hdel(hkey, feature_key)
+                pipe.publish(self._channel(scope), _message(origin, customer_id, feature_key, None))
+                await self._call(pipe.execute())
         except _StoreDown:
             return
 
+    def listener(self, scope: str, deliver: Callable[[bytes], None]) -> Listener:
+        """A :class:`~billingos._redis_listener.Listener` of ``scope``'s channel (tracks and invalidations
+        of the fleet; decode each with :func:`read_message`). Its failures are the store's: counted in
+        :attr:`errors`, and Redis is skipped for ``retry_interval`` seconds."""
+        from ._redis_listener import Listener
+
+        return Listener(
+            self._client,
+            self._channel(scope),
+            deliver,
+            timeout=self._timeout,
+            retry_interval=self._retry_interval,
+            failed=self._failed,
+        )
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _channel(self, scope: str) -> str:
+        return f"{self._prefix}{scope}:t"
 
     def _keys(self, scope: str, customer_id: str, feature_key: str) -> tuple[str, str]:
         base = f"{self._prefix}{scope}:"
@@ -296,16 +326,20 @@ class RedisStore:
             with anyio.fail_after(self._timeout):
                 return await command
         except Exception as exc:
-            self._errors += 1
-            was_up = not self.down
-            self._down_until = time.monotonic() + self._retry_interval
-            if was_up:
-                logger.warning(
-                    "Redis unavailable for the shared entitlement cache (%s: %s); answering from memory "
-                    "and BillingOS for %.0f s before trying Redis again",
-                    type(exc).__name__, exc, self._retry_interval,
-                )  # fmt: skip
+            self._failed(exc)
             raise _StoreDown from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        """A command (or the listener's subscription) failed: count it, skip Redis for a while, say so."""
+        self._errors += 1
+        was_up = not self.down
+        self._down_until = time.monotonic() + self._retry_interval
+        if was_up:
+            logger.warning(
+                "Redis unavailable for the shared entitlement cache (%s: %s); answering from memory "
+                "and BillingOS for %.0f s before trying Redis again",
+                type(exc).__name__, exc, self._retry_interval,
+            )  # fmt: skip
 
 
 def _encode(ent: Entitlement, arrived: float) -> str:
@@ -315,3 +349,21 @@ def _encode(ent: Entitlement, arrived: float) -> str:
 def _decode(raw: bytes | str) -> tuple[Entitlement, float]:
     data = json.loads(raw)
     return Entitlement.from_dict(data["e"]), float(data["t"])
+
+
+def _message(origin: str, customer_id: str, feature_key: str | None, value: str | None) -> str:
+    """A fleet message: ``feature_key`` None for every feature; ``value`` (an encoded entry) None to drop."""
+    head = json.dumps({"o": origin, "c": customer_id, "f": feature_key}, separators=(",", ":"))
+    return head if value is None else head[:-1] + ',"v":' + value + "}"
+
+
+def read_message(raw: bytes | str) -> tuple[str, str, str | None, Entitlement | None]:
+    """A fleet message as ``(origin, customer_id, feature_key or None, new answer or None: drop)``."""
+    data = json.loads(raw)
+    value = data.get("v")
+    return (
+        str(data["o"]),
+        str(data["c"]),
+        None if data["f"] is None else str(data["f"]),
+        None if value is None else Entitlement.from_dict(value["e"]),
+    )

@@ -484,6 +484,7 @@ class RateBudget:
         if wait is not None:
             max_wait = wait
         started = clock()
+        news_since: float | None = None  # time.monotonic() when this call began waiting for an answer
         polls = 0
         while True:
             now = clock()
@@ -492,8 +493,12 @@ class RateBudget:
                 return
             if decision == _NEWS:
                 # An answer is on its way (its call's own timeout bounds it): wait for it, unless this
-                # call must not wait at all, or nothing came for FORGET_AFTER seconds.
-                if max_wait <= 0 or now - started > FORGET_AFTER:
+                # call must not wait at all, or nothing came for FORGET_AFTER seconds. That wait sleeps
+                # in real time, so it is measured in real time: the budget's clock is a wall clock that
+                # may jump (an injected one, moved on by the other waiters' ``sleep``).
+                if news_since is None:
+                    news_since = time.monotonic()
+                if max_wait <= 0 or time.monotonic() - news_since > FORGET_AFTER:
                     raise self._refusal(key, None)
                 await _real_sleep(min(0.005 * 2**polls, 0.1))
                 polls += 1

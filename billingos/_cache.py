@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
     from ._bulk import Batcher
     from ._config import SecretKey  # at run time only where a loop runs (so already imported): see _loops
+    from ._redis_listener import Listener
     from ._redis_store import RedisStore
 
 __all__ = ["CacheStats", "EntitlementCache", "OnUnavailable"]
@@ -101,6 +103,13 @@ class CacheStats:
     """With a ``store``: ``True`` while it is skipped after a failure (the cache runs on memory alone)."""
     bulk_fetches: int = 0
     """With ``batch_window``: bulk fetches made for two or more concurrent misses of one customer."""
+    fleet_updates: int = 0
+    """With a ``store``: entries of this process's memory refreshed or dropped because another process
+    tracked usage of them or invalidated them (news on the store's channel)."""
+    fleet_listening: bool = False
+    """With a ``store``: ``True`` while this process listens for the fleet's tracks (subscribed on Redis);
+    while ``False`` (not started yet: it starts with the first miss; Redis down) memory entries live to
+    their ``ttl``."""
 
 
 @attrs.frozen
@@ -206,6 +215,10 @@ class EntitlementCache:
                     f"store must be a RedisStore, not {type(store).__name__}.", code="invalid_argument"
                 )
         self._store = store
+        self._origin = secrets.token_hex(8)  # this cache's id in the fleet's messages (skips its own)
+        self._listener: Listener | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._fleet_updates = 0
         self._scope = "unbound"  # the store's key space: a hash of the client's URL and key (see _bind)
         self._shared_hits = self._shared_coalesced = 0
         self._max_entries = max_entries
@@ -348,6 +361,8 @@ class EntitlementCache:
         now = self._clock()
         with self._lock:
             self._store_locked((customer_id, feature_key), entitlement, now)
+        if self._store is not None:
+            self._listen()
 
     def on_tracked(self, customer_id: str, feature_key: str, record: UsageRecord) -> None:
         """Apply a successful ``usage.track`` to the cached entry: consume locally. Thread-safe.
@@ -436,6 +451,8 @@ class EntitlementCache:
                 store_errors=0 if store is None else store.errors,
                 store_down=False if store is None else store.down,
                 bulk_fetches=0 if self._batcher is None else self._batcher.bulk_fetches,
+                fleet_updates=self._fleet_updates,
+                fleet_listening=self._listener is not None and self._listener.listening,
             )
 
     def __len__(self) -> int:
@@ -526,6 +543,11 @@ class EntitlementCache:
             if self._store is None:
                 entitlement = await fetch()
             else:
+                listener = self._listen()
+                if listener is not None and not listener.settled.is_set() and not self._store.down:
+                    # The first miss waits for the subscription (bounded by the store's timeout), so that
+                    # no track published between its read and the subscription goes unseen.
+                    await listener.settled.wait()
                 entitlement, age, source = await self._store.fetch(
                     self._scope, *key, fetch, ttl=self._ttl, keep=self._keep, seen=self._adopter(key)
                 )
@@ -576,18 +598,26 @@ class EntitlementCache:
         store = self._store
         if store is None:
             return
+        self._listen()
         if record is None:
-            await store.invalidate(self._scope, customer_id, feature_key)
+            await store.invalidate(self._scope, customer_id, feature_key, self._origin)
         else:
             await store.tracked(
-                self._scope, customer_id, feature_key, lambda ent: _consume(ent, record), self._keep
+                self._scope,
+                customer_id,
+                feature_key,
+                lambda ent: _consume(ent, record),
+                self._keep,
+                self._origin,
             )
 
     async def invalidate_shared(self, customer_id: str, feature_key: str | None = None) -> None:
         """:meth:`invalidate`, and the same in the shared ``store`` (every process then asks again).
 
-        Other processes' memory keeps what it holds until its ``ttl`` runs out. Without a store it is
-        :meth:`invalidate`. Redis errors are counted in ``stats.store_errors``, never raised.
+        Other processes' caches drop it from their memory too, as soon as the news reaches them (they
+        listen on the store's channel; one that is not listening keeps its answer until its ``ttl``).
+        Without a store it is :meth:`invalidate`. Redis errors are counted in ``stats.store_errors``,
+        never raised.
 
         Example::
 
@@ -595,7 +625,76 @@ class EntitlementCache:
         """
         self.invalidate(customer_id, feature_key)
         if self._store is not None:
-            await self._store.invalidate(self._scope, customer_id, feature_key)
+            self._listen()
+            await self._store.invalidate(self._scope, customer_id, feature_key, self._origin)
+
+    # -- the fleet's news (a store's channel) ---------------------------------------------------
+
+    def _listen(self) -> Listener | None:
+        """Start listening for the fleet's tracks on this asyncio loop, once (no I/O here: a task does it).
+
+        Called on misses, tracks and puts, never on a memory hit. ``None`` off asyncio (redis.asyncio
+        needs it) or without a store.
+        """
+        store = self._store
+        loop = running_asyncio_loop()
+        if store is None or loop is None:
+            return None
+        task = self._listener_task
+        if task is not None and not task.done():
+            if task.get_loop() is loop:
+                return self._listener
+            if not task.get_loop().is_closed():
+                return None  # listening on the loop the cache was first used on (a redis client's)
+        listener = store.listener(self._scope, self._fleet_message)
+        task = loop.create_task(listener.run(), name="billingos-cache-listener")
+        self._listener, self._listener_task = listener, task
+        return listener
+
+    async def _stop_listening(self) -> None:
+        """Stop the listener (its pub/sub connection closed): the client closes. It starts again on use."""
+        task, self._listener_task = self._listener_task, None
+        listener = self._listener
+        if task is None or listener is None or task.done():
+            return
+        loop = running_asyncio_loop()
+        if task.get_loop() is not loop:
+            if not task.get_loop().is_closed():
+                task.get_loop().call_soon_threadsafe(listener.stop, task)
+            return
+        import asyncio  # a loop is running: already imported
+
+        with anyio.CancelScope(shield=True):
+            for _ in range(50):  # its cleanup is bounded by the store's timeout; a stray cancel is re-sent
+                listener.stop(task)
+                await asyncio.wait({task}, timeout=0.1)
+                if task.done():
+                    break
+
+    def _fleet_message(self, raw: bytes) -> None:
+        """Apply another process's track or invalidation to this process's memory (the listener's hook)."""
+        from ._redis_store import read_message
+
+        origin, customer_id, feature_key, entitlement = read_message(raw)
+        if origin == self._origin:
+            return  # our own: memory already has it
+        with self._lock:
+            self._detach_flights_locked(customer_id, feature_key)  # they may hold an older answer
+            if feature_key is None:
+                keys = [(customer_id, f) for f in tuple(self._features.get(customer_id, ()))]
+            else:
+                keys = [(customer_id, feature_key)]
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    continue  # nothing held: the next check reads the shared entry
+                if entitlement is None:
+                    self._drop_locked(key)
+                elif _not_older(entitlement, entry[0]):
+                    self._entries[key] = (entitlement, entry[1])  # its age is unchanged, as on_tracked
+                else:
+                    continue
+                self._fleet_updates += 1
 
     def _has_stale(self, key: _Key) -> bool:
         """Whether an answer young enough for stale-if-error is held for ``key``."""
@@ -654,10 +753,12 @@ class EntitlementCache:
         return outcome.entitlement
 
     def _after_fork_in_child(self) -> None:
-        """The parent's lock may have been held while forking, and its flights belong to its loops."""
+        """The parent's lock may have been held while forking, and its flights (and listener) belong
+        to its loops."""
         self._lock = threading.Lock()
         self._flights = {}
         self._tasks = set()
+        self._listener = self._listener_task = None
 
 
 def _seconds(name: str, value: object) -> float:
@@ -701,6 +802,13 @@ def _consume(entitlement: Entitlement, record: UsageRecord) -> Entitlement | Non
         resets_at=snapshot.period_end or entitlement.resets_at,
         stale=False,
     )
+
+
+def _not_older(new: Entitlement, held: Entitlement) -> bool:
+    """Whether ``new`` (another process's answer after a track) is not older than the ``held`` one:
+    usage never goes back within a period (the same rule as :func:`_consume`)."""
+    same_period = new.resets_at is None or held.resets_at is None or new.resets_at == held.resets_at
+    return not (same_period and new.usage is not None and held.usage is not None and new.usage < held.usage)
 
 
 _CACHES: weakref.WeakSet[EntitlementCache] = weakref.WeakSet()

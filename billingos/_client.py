@@ -462,7 +462,11 @@ class AsyncBillingOS:
         return self._requester.transport.is_closed
 
     async def aclose(self) -> None:
-        """Close the connection pool (unless it is your own ``http_client``). Idempotent."""
+        """Close the connection pool (unless it is your own ``http_client``), and stop the entitlement
+        cache's listening for the fleet's tracks (with a Redis store). Idempotent."""
+        cache = self._entitlement_cache
+        if cache is not None:
+            await cache._stop_listening()
         await self._requester.transport.aclose()
 
     async def __aenter__(self) -> Self:

@@ -8,15 +8,18 @@ imports it locally (a ``sys.modules`` hit, ~0.1 µs).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["in_event_loop", "running_asyncio_loop"]
+__all__ = ["in_event_loop", "keep_running", "kept_running", "running_asyncio_loop"]
 
 
 def _load_sniffio() -> Callable[[], str] | None:
@@ -80,3 +83,31 @@ def in_event_loop() -> bool:
             return False
         return True
     return False
+
+
+_HOLDS: weakref.WeakKeyDictionary[Any, weakref.WeakMethod[Callable[[], AbstractContextManager[None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keep_running(loop: object, hold: Callable[[], AbstractContextManager[None]]) -> None:
+    """Register ``hold`` (a bound method) as what keeps ``loop`` running between calls.
+
+    The blocking client runs its loop only while a call needs it; background work on that loop (the
+    shared cache's listener) enters :func:`kept_running` to have it run on the client's own thread.
+    """
+    _HOLDS[loop] = weakref.WeakMethod(hold)
+
+
+def kept_running() -> AbstractContextManager[None]:
+    """Inside this block, the running loop keeps running between calls (a no-op on a plain asyncio loop).
+
+    Example::
+
+        with kept_running():
+            await listen_forever()
+    """
+    loop = running_asyncio_loop()
+    found = None if loop is None else _HOLDS.get(loop)
+    hold = None if found is None else found()
+    return contextlib.nullcontext() if hold is None else hold()

@@ -28,16 +28,20 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import attrs
 
 from ._errors import ValidationError
 from ._logs import logger
-from ._models import Entitlement
+from ._models import Entitlement, EntitlementReason, FeatureType
 
 if TYPE_CHECKING:
     import redis.asyncio
+
+    from ._redis_listener import Listener
 
 __all__ = ["RedisStore"]
 
@@ -211,51 +215,79 @@ class RedisStore:
         feature_key: str,
         consume: Callable[[Entitlement], Entitlement | None],
         keep: float,
+        origin: str = "",
     ) -> None:
-        """Apply a track to the shared entry (``consume`` gives the new answer, ``None`` drops it)."""
+        """Apply a track to the shared entry (``consume`` gives the new answer, ``None`` drops it) and
+        tell the fleet on the scope's channel, in the same transaction (``origin``: the sender's id)."""
         if self.down:
             return
         import redis.exceptions  # the store exists, so redis is installed
 
         hkey, _ = self._keys(scope, customer_id, feature_key)
+        channel = self._channel(scope)
         try:
             for _ in range(3):  # optimistic: retry when another process wrote the hash meanwhile
                 try:
                     async with self._client.pipeline(transaction=True) as pipe:
                         await self._call(pipe.watch(hkey))
                         raw = await self._call(pipe.hget(hkey, feature_key))
-                        if raw is None:
-                            await self._call(pipe.unwatch())  # type: ignore[no-untyped-call]
-                            return
-                        ent, arrived = _decode(raw)
-                        updated = consume(ent)
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        if updated is None:
-                            pipe.hdel(hkey, feature_key)
+                        if raw is None:  # nothing shared: a process may still hold one in memory
+                            pipe.publish(channel, _message(origin, customer_id, feature_key, None))
                         else:
-                            pipe.hset(hkey, feature_key, _encode(updated, arrived))
+                            ent, arrived = _decode(raw)
+                            updated = consume(ent)
+                            value = None if updated is None else _encode(updated, arrived)
+                            if value is None:
+                                pipe.hdel(hkey, feature_key)
+                            else:
+                                pipe.hset(hkey, feature_key, value)
+                            pipe.publish(channel, _message(origin, customer_id, feature_key, value))
                         await self._call(pipe.execute())
                         return
                 except redis.exceptions.WatchError:
                     continue
-            await self._call(self._client.hdel(hkey, feature_key))  # too contended: ask BillingOS next
+            await self.invalidate(scope, customer_id, feature_key, origin)  # too contended: ask again next
         except _StoreDown:
             return
 
-    async def invalidate(self, scope: str, customer_id: str, feature_key: str | None) -> None:
-        """Forget the shared answers of a customer (every feature, or one)."""
+    async def invalidate(
+        self, scope: str, customer_id: str, feature_key: str | None, origin: str = ""
+    ) -> None:
+        """Forget the shared answers of a customer (every feature, or one), and tell the fleet's memory."""
         if self.down:
             return
         hkey, _ = self._keys(scope, customer_id, feature_key or "")
         try:
-            if feature_key is None:
-                await self._call(self._client.delete(hkey))
-            else:
-                await self._call(self._client.hdel(hkey, feature_key))
+            async with self._client.pipeline(transaction=True) as pipe:
+                if feature_key is None:
+                    pipe.delete(hkey)
+                else:
+                    pipe.hdel(hkey, feature_key)
+                pipe.publish(self._channel(scope), _message(origin, customer_id, feature_key, None))
+                await self._call(pipe.execute())
         except _StoreDown:
             return
 
+    def listener(self, scope: str, deliver: Callable[[bytes], None]) -> Listener:
+        """A :class:`~billingos._redis_listener.Listener` of ``scope``'s channel (tracks and invalidations
+        of the fleet; decode each with :func:`read_message`). Its failures are the store's: counted in
+        :attr:`errors`, and Redis is skipped for ``retry_interval`` seconds."""
+        from ._redis_listener import Listener
+
+        return Listener(
+            self._client,
+            self._channel(scope),
+            deliver,
+            timeout=self._timeout,
+            retry_interval=self._retry_interval,
+            failed=self._failed,
+        )
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _channel(self, scope: str) -> str:
+        return f"{self._prefix}{scope}:t"
 
     def _keys(self, scope: str, customer_id: str, feature_key: str) -> tuple[str, str]:
         base = f"{self._prefix}{scope}:"
@@ -291,21 +323,31 @@ class RedisStore:
             await self._unlock(lkey, token)
 
     async def _call(self, command: Awaitable[Any]) -> Any:
-        """Await one Redis command within ``timeout``; any failure marks the store down."""
+        """Await one Redis command within ``timeout``; any failure marks the store down.
+
+        ``asyncio.timeout``, not ``anyio.fail_after``: redis.asyncio runs on asyncio only, and an anyio
+        cancel scope costs ~4x as much (it is on the path of every shared hit, see bench scenario 11).
+        """
+        import asyncio  # redis.asyncio is running: already imported
+
         try:
-            with anyio.fail_after(self._timeout):
+            async with asyncio.timeout(self._timeout):
                 return await command
         except Exception as exc:
-            self._errors += 1
-            was_up = not self.down
-            self._down_until = time.monotonic() + self._retry_interval
-            if was_up:
-                logger.warning(
-                    "Redis unavailable for the shared entitlement cache (%s: %s); answering from memory "
-                    "and BillingOS for %.0f s before trying Redis again",
-                    type(exc).__name__, exc, self._retry_interval,
-                )  # fmt: skip
+            self._failed(exc)
             raise _StoreDown from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        """A command (or the listener's subscription) failed: count it, skip Redis for a while, say so."""
+        self._errors += 1
+        was_up = not self.down
+        self._down_until = time.monotonic() + self._retry_interval
+        if was_up:
+            logger.warning(
+                "Redis unavailable for the shared entitlement cache (%s: %s); answering from memory "
+                "and BillingOS for %.0f s before trying Redis again",
+                type(exc).__name__, exc, self._retry_interval,
+            )  # fmt: skip
 
 
 def _encode(ent: Entitlement, arrived: float) -> str:
@@ -314,4 +356,63 @@ def _encode(ent: Entitlement, arrived: float) -> str:
 
 def _decode(raw: bytes | str) -> tuple[Entitlement, float]:
     data = json.loads(raw)
-    return Entitlement.from_dict(data["e"]), float(data["t"])
+    return _entitlement(data["e"]), float(data["t"])
+
+
+_FIELDS = frozenset(attrs.fields_dict(Entitlement))
+_FLOATS = ("limit", "usage", "remaining")
+
+
+def _entitlement(d: Any) -> Entitlement:
+    """``Entitlement.from_dict(d)`` for what ``to_dict`` wrote, built directly (the shared hit's path:
+    cattrs costs ~3x as much); anything else, or any doubt, goes through ``from_dict``."""
+    if type(d) is dict and d.keys() == _FIELDS:
+        key, access, stale, reason, ftype, resets = (
+            d["feature_key"], d["has_access"], d["stale"], d["reason"], d["feature_type"], d["resets_at"]
+        )  # fmt: skip
+        reason_ = None if reason is None else EntitlementReason._value2member_map_.get(reason)
+        ftype_ = None if ftype is None else FeatureType._value2member_map_.get(ftype)
+        if (
+            type(key) is str
+            and type(access) is bool
+            and type(stale) is bool
+            and (reason is None or reason_ is not None)
+            and (ftype is None or ftype_ is not None)
+            and (resets is None or type(resets) is str)
+            and all(d[f] is None or type(d[f]) is float for f in _FLOATS)
+        ):
+            try:
+                at = None if resets is None else datetime.fromisoformat(resets)
+            except ValueError:
+                at = None
+            if resets is None or (at is not None and at.tzinfo is not None):
+                return Entitlement(
+                    feature_key=key,
+                    has_access=access,
+                    reason=reason_,  # type: ignore[arg-type]
+                    limit=d["limit"],
+                    usage=d["usage"],
+                    remaining=d["remaining"],
+                    resets_at=at,
+                    feature_type=ftype_,  # type: ignore[arg-type]
+                    stale=stale,
+                )
+    return Entitlement.from_dict(d)
+
+
+def _message(origin: str, customer_id: str, feature_key: str | None, value: str | None) -> str:
+    """A fleet message: ``feature_key`` None for every feature; ``value`` (an encoded entry) None to drop."""
+    head = json.dumps({"o": origin, "c": customer_id, "f": feature_key}, separators=(",", ":"))
+    return head if value is None else head[:-1] + ',"v":' + value + "}"
+
+
+def read_message(raw: bytes | str) -> tuple[str, str, str | None, Entitlement | None]:
+    """A fleet message as ``(origin, customer_id, feature_key or None, new answer or None: drop)``."""
+    data = json.loads(raw)
+    value = data.get("v")
+    return (
+        str(data["o"]),
+        str(data["c"]),
+        None if data["f"] is None else str(data["f"]),
+        None if value is None else Entitlement.from_dict(value["e"]),
+    )

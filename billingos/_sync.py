@@ -66,7 +66,7 @@ from ._customer_session import (
     customer_arguments,
 )
 from ._errors import BillingOSError, ValidationError
-from ._loops import in_event_loop
+from ._loops import in_event_loop, keep_running
 from ._models import Entitlement, Page
 from ._resources import (
     AsyncCustomers,
@@ -237,6 +237,7 @@ class _SharedLoop:
         self._changed: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._standby, name=_THREAD_NAME, daemon=True)
         self.thread.start()
+        keep_running(self.loop, self.hold)  # background work on the loop (a cache's listener) holds it
         # Opened by the standby thread: anyio's portal refuses calls from the thread that opened it.
         with self.hold():
             opened = asyncio.run_coroutine_threadsafe(self._open_portal(), self.loop)

@@ -49,9 +49,10 @@ class RedisServer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RedisServer:
+    def start(self, port: int | None = None) -> RedisServer:
+        """Start it on a free port (or on ``port``: :meth:`restart` after :meth:`kill`)."""
         for _ in range(5):  # the free port may be taken between finding it and redis binding it
-            self.port = _free_port()
+            self.port = port or _free_port()
             self.process = subprocess.Popen(
                 [
                     self.binary,
@@ -105,6 +106,10 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (after :meth:`kill`): clients that reconnect find it there."""
+        return self.start(self.port)
 
     def freeze(self) -> None:
         """SIGSTOP: it keeps its connections but answers nothing (a slow Redis)."""

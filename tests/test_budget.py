@@ -117,6 +117,50 @@ async def test_unreadable_headers_count_as_none_and_a_lost_answer_only_releases(
     assert window(budget).limit is None
 
 
+async def test_a_wait_for_the_probes_answer_is_bounded_in_real_time_not_by_the_budgets_clock() -> None:
+    # Regression: a call waiting for the answer of a probe in flight polls on real time, but its
+    # FORGET_AFTER bound was read on the budget's clock, which other waiters of a test move on (each
+    # jumps a fake clock to its window's reset). The call was refused although the probe's answer was
+    # on its way (tests/e2e/test_redis_cache.py::test_two_processes_sharing_a_redis_budget_get_no_429).
+    import anyio
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner, self.updates = MemoryBudgetStore(), 0
+
+        async def update(self, key: str, change: Any) -> Any:
+            self.updates += 1
+            return await self.inner.update(key, change)
+
+    clock = Clock()
+    store = Counting()
+    budget = RateBudget(store, first=1, clock=clock)
+    await budget.acquire(KEY, 10)  # the probe: in flight, nothing known yet
+    outcome: list[object] = []
+
+    async def waiter() -> None:
+        try:
+            await budget.acquire(KEY, 10)
+            outcome.append("sent")
+        except RateLimitError as exc:
+            outcome.append(exc)
+
+    async def until(updates: int) -> None:
+        for _ in range(10_000):  # bounded: polls of a count, no duration
+            if store.updates >= updates:
+                return
+            await anyio.sleep(0.001)
+        raise AssertionError(f"the waiter never made update {updates}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await until(2)  # the waiter was told to wait for the probe's answer
+        clock.advance(1000)  # others moved the budget's clock far past FORGET_AFTER meanwhile
+        await until(3)  # the waiter looked again after the jump
+        await budget.settle(KEY, stated(100, 99, 60))  # the probe's answer
+    assert outcome == ["sent"]
+
+
 async def test_a_failing_store_lets_calls_through_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     class Down:
         async def update(self, key: str, change: Any) -> Any:

@@ -73,7 +73,7 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --quick         # under a minute; other options: python -m bench --help
     Goals are reported, never enforced: the session fails only if a scenario crashes.
     """
-    session.install("-e", ".[testing,aiohttp]", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.install("-e", ".[testing,aiohttp,redis]", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -177,6 +177,12 @@ class MemoryBudgetStore:
         """The decision of :func:`_acquire` (``_GO``, ``_NEWS`` or the reset time), made in place."""
         with self._lock:
             slot = self._slots.get(key)
+            if slot is not None and slot.remaining > 0:  # the common case, first: budget left
+                reset_at = slot.reset_at
+                if reset_at is not None and now < reset_at and slot.limit is not None:
+                    slot.remaining -= 1
+                    slot.in_flight += 1
+                    return _GO
             if slot is None:  # never seen: ``first`` calls go before its first answer
                 self._slots[key] = _Slot(0, first - 1, None, 1)
                 return _GO
@@ -202,6 +208,19 @@ class MemoryBudgetStore:
         """What :func:`_settle` does, in place."""
         with self._lock:
             slot = self._slots.get(key)
+            if stated is not None and slot is not None and slot.limit:  # the common case, first:
+                old_reset = slot.reset_at  # an answer in the window the budget knows
+                if old_reset is not None:
+                    reset_at = now + stated[2]
+                    if reset_at <= old_reset + _SAME_WINDOW_SLACK:
+                        slot.limit = stated[0]
+                        if stated[1] < slot.remaining:
+                            slot.remaining = stated[1]
+                        if reset_at > old_reset:
+                            slot.reset_at = reset_at
+                        in_flight = slot.in_flight
+                        slot.in_flight = in_flight - 1 if in_flight > 0 else 0
+                        return
             in_flight = max((slot.in_flight if slot is not None else 1) - 1, 0)
             if stated is None:
                 if answered:  # a response without rate-limit headers: no limiting there
@@ -444,7 +463,9 @@ class RateBudget:
         self._first = first
         self._clock = clock
         self._sleep = sleep
-        self._seen: dict[str, _Stated] = {}  # (limit, remaining, reset_at): the last word per route
+        # The last word per route: the three figures a response stated, and when (the reset is then
+        # ``stated[2]`` seconds after that time); kept as they come, with no tuple built per response.
+        self._seen: dict[str, tuple[_Stated, float]] = {}
         self._broken = False
 
     @property
@@ -453,8 +474,8 @@ class RateBudget:
         RateLimit(limit, remaining, reset_seconds)}``, ``reset_seconds`` counted from now."""
         now = self._clock()
         result = {}
-        for key, (limit, remaining, reset_at) in list(self._seen.items()):
-            reset = reset_at - now
+        for key, ((limit, remaining, reset_after), when) in list(self._seen.items()):
+            reset = when + reset_after - now
             result[key] = RateLimit(limit, limit, 0.0) if reset <= 0 else RateLimit(limit, remaining, reset)
         return result
 
@@ -515,7 +536,7 @@ class RateBudget:
             f"(the client's rate_limit_wait bounds how long a call waits for the next window).",
             code=BUDGET_EXHAUSTED,
             retry_after=retry_after,
-            rate_limit=None if seen is None else RateLimit(seen[0], 0, retry_after),
+            rate_limit=None if seen is None else RateLimit(seen[0][0], 0, retry_after),
         )
 
     def acquired_now(self, key: str) -> bool:
@@ -545,8 +566,8 @@ class RateBudget:
         stated = None if headers is None else _stated(headers)
         now = self._clock()
         memory.settle_now(key, now, stated, headers is not None)
-        if stated is not None:  # kept with the reset as an absolute time (see rate_limits)
-            self._seen[key] = (stated[0], stated[1], now + stated[2])
+        if stated is not None:  # kept with the time it was stated (see rate_limits)
+            self._seen[key] = (stated, now)
         return True
 
     async def settle(self, key: str, headers: Mapping[str, str] | None) -> None:
@@ -557,8 +578,8 @@ class RateBudget:
         stated = None if headers is None else _stated(headers)
         now = self._clock()
         await self._update(key, _settle(now, stated, headers is not None))
-        if stated is not None:  # kept with the reset as an absolute time (see rate_limits)
-            self._seen[key] = (stated[0], stated[1], now + stated[2])
+        if stated is not None:  # kept with the time it was stated (see rate_limits)
+            self._seen[key] = (stated, now)
 
     def release_now(self, key: str) -> None:
         """Release ``key``'s reservation without awaiting (a cancelled call): done in the background

@@ -175,7 +175,9 @@ class MemoryBudgetStore:
 
     def acquire_now(self, key: str, now: float, first: int) -> float:
         """The decision of :func:`_acquire` (``_GO``, ``_NEWS`` or the reset time), made in place."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: its __exit__ call is a third of this method's cost
+        try:
             slot = self._slots.get(key)
             if slot is not None and slot.remaining > 0:  # the common case, first: budget left
                 reset_at = slot.reset_at
@@ -203,18 +205,22 @@ class MemoryBudgetStore:
                     return _GO
                 return _NEWS
             return reset_at
+        finally:
+            lock.release()
 
     def settle_now(self, key: str, now: float, stated: _Stated | None, answered: bool) -> None:
         """What :func:`_settle` does, in place."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             slot = self._slots.get(key)
-            if stated is not None and slot is not None and slot.limit:  # the common case, first:
-                old_reset = slot.reset_at  # an answer in the window the budget knows
+            if stated is not None and slot is not None and slot.limit:
+                old_reset = slot.reset_at
                 if old_reset is not None:
                     reset_at = now + stated[2]
-                    if reset_at <= old_reset + _SAME_WINDOW_SLACK:
+                    if reset_at <= old_reset + _SAME_WINDOW_SLACK:  # the common case: the window known
                         slot.limit = stated[0]
-                        if stated[1] < slot.remaining:
+                        if stated[1] < slot.remaining:  # Remaining only lowers the budget in a window
                             slot.remaining = stated[1]
                         if reset_at > old_reset:
                             slot.reset_at = reset_at
@@ -233,17 +239,8 @@ class MemoryBudgetStore:
                 return
             limit, remaining, reset = stated
             reset_at = now + reset
-            if slot is not None and slot.limit:
-                old_reset = slot.reset_at
-                if old_reset is not None and reset_at <= old_reset + _SAME_WINDOW_SLACK:
-                    slot.limit = limit
-                    if remaining < slot.remaining:
-                        slot.remaining = remaining
-                    if reset_at > old_reset:
-                        slot.reset_at = reset_at
-                    slot.in_flight = in_flight
-                    return
-                if old_reset is None:
+            if slot is not None and slot.limit:  # a new window (the known one is handled above)
+                if slot.reset_at is None:
                     remaining = min(slot.remaining, remaining - in_flight)
                 else:
                     remaining -= in_flight
@@ -255,6 +252,8 @@ class MemoryBudgetStore:
             else:
                 slot.limit, slot.remaining = limit, remaining
                 slot.reset_at, slot.in_flight = reset_at, in_flight
+        finally:
+            lock.release()
 
     def __len__(self) -> int:
         return len(self._slots)

@@ -102,17 +102,7 @@ class AsyncEntitlements(Resource):
             raise ValidationError(f"cache must be True or False, got {cache!r}.", code="invalid_argument")
         store = self._cache
         if store is None or self._requester.transport.closed:  # closed: let the request path say so
-            # _fetch's request, awaited here: one coroutine fewer on every resume of an uncached check
-            try:
-                return await self._requester.request(
-                    "GET",
-                    _CHECK,
-                    params=_params(customer_id, feature_key),
-                    decode=_decode_entitlement,
-                    options=options,
-                )
-            except NotFoundError as exc:
-                return _no_customer(exc, feature_key)
+            return await self._fetch(customer_id, feature_key, options)
         if not cache or capturing():  # a raw call reports a response: it always asks BillingOS
             ent = await self._fetch(customer_id, feature_key, options)
             store.put(customer_id, feature_key, ent)
@@ -205,30 +195,17 @@ class AsyncEntitlements(Resource):
 
     async def _fetch(self, customer_id: str, feature_key: str, options: RequestOptions) -> Entitlement:
         """One ``GET /v1/usage/check``, "Customer not found" read as an answer."""
+        params = {"customer_id": customer_id, "feature_key": feature_key}
         try:
             return await self._requester.request(
-                "GET",
-                _CHECK,
-                params=_params(customer_id, feature_key),
-                decode=_decode_entitlement,
-                options=options,
+                "GET", "/v1/usage/check", params=params, decode=_decode_entitlement, options=options
             )
         except NotFoundError as exc:
-            return _no_customer(exc, feature_key)
-
-
-_CHECK = "/v1/usage/check"
-
-
-def _params(customer_id: str, feature_key: str) -> dict[str, str]:
-    return {"customer_id": customer_id, "feature_key": feature_key}
-
-
-def _no_customer(exc: NotFoundError, feature_key: str) -> Entitlement:
-    """The answer for a customer BillingOS has never seen; any other 404 is raised again."""
-    if exc.message != "Customer not found":
-        raise exc
-    return Entitlement(feature_key=feature_key, has_access=False, reason=EntitlementReason.CUSTOMER_NOT_FOUND)
+            if exc.message != "Customer not found":
+                raise
+            return Entitlement(
+                feature_key=feature_key, has_access=False, reason=EntitlementReason.CUSTOMER_NOT_FOUND
+            )
 
 
 class AsyncEntitlementsWithRawResponse(RawProxy):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,8 @@ from billingos.testing import FakeBillingOS, Fault, RateLimits
 
 from .._factories import Clock
 from .._redis_server import RedisServer
-from .._redis_server import redis_server as redis_server  # the fixture
+from .._redis_server import own_redis as own_redis  # a fixture
+from .._redis_server import redis_server as redis_server  # a fixture
 from ._helpers import QUOTA, seed, statuses
 from .conftest import Mount
 
@@ -40,16 +41,6 @@ pytestmark = pytest.mark.usefixtures("seeded")
 
 CHECK = "GET /v1/usage/check"
 CHILD = str(Path(__file__).resolve().parents[1] / "_redis_fleet_child.py")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone, for the tests that kill or freeze it."""
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

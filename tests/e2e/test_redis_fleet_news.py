@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from billingos import AsyncBillingOS, BillingOS, EntitlementCache, RedisStore, R
 from billingos.testing import FakeBillingOS
 
 from .._redis_server import RedisServer
-from .._redis_server import redis_server as redis_server  # the fixture
+from .._redis_server import own_redis as own_redis  # a fixture
+from .._redis_server import redis_server as redis_server  # a fixture
 from ._helpers import QUOTA
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -33,15 +34,6 @@ CHILD = str(Path(__file__).resolve().parents[1] / "_redis_news_child.py")
 @pytest.fixture
 def prefix() -> str:
     return f"n{uuid.uuid4().hex[:8]}:"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

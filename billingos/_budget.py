@@ -23,12 +23,14 @@ behind one egress address spend one budget.
 from __future__ import annotations
 
 import contextvars
+import functools
+import hashlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from httpx2 import Headers as _Httpx2Headers
@@ -110,11 +112,10 @@ class BudgetStore(Protocol):
         ...
 
 
-Window = BudgetWindow
-
 Change = Callable[[BudgetWindow | None], tuple[BudgetWindow | None, T]]
 """What :meth:`BudgetStore.update` applies: the old window (``None``: none) to (the new one, a result)."""
-"""The name this class was first committed under (kept for code written against that commit)."""
+
+_MAX_SLOTS = 4096  # windows the in-memory store holds before it forgets those that have reset
 
 FORGET_AFTER = 120.0
 """Seconds after a window's reset (or its last update, when its reset is unknown) that a store may drop it."""
@@ -186,6 +187,8 @@ class MemoryBudgetStore:
                     slot.in_flight += 1
                     return _GO
             if slot is None:  # never seen: ``first`` calls go before its first answer
+                if len(self._slots) >= _MAX_SLOTS:
+                    self._prune(now)
                 self._slots[key] = _Slot(0, first - 1, None, 1)
                 return _GO
             limit = slot.limit
@@ -254,6 +257,13 @@ class MemoryBudgetStore:
                 slot.reset_at, slot.in_flight = reset_at, in_flight
         finally:
             lock.release()
+
+    def _prune(self, now: float) -> None:
+        """Forget the windows nobody waits on that have reset (scoped windows: one per customer or
+        session token), so that the store stays bounded; under the lock."""
+        for key, slot in list(self._slots.items()):
+            if slot.in_flight == 0 and (slot.reset_at is None or slot.reset_at <= now):
+                del self._slots[key]
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -366,6 +376,33 @@ def _stated(headers: Mapping[str, str]) -> _Stated | None:
     return limit, remaining, reset
 
 
+class _Scoped(Mapping[str, str]):
+    """A response's ``X-RateLimit-*-Scoped`` headers, read under the plain names (for :func:`_stated`)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name + "-scoped"]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return self._headers.get(name + "-scoped", default)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k[: -len("-scoped")] for k in self._headers if k.lower().endswith("-scoped"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(scope: str) -> str:
+    """A scope (a customer id, or the server's own ``token_…`` digest) as the budget's key shows it."""
+    return hashlib.sha256(scope.encode()).hexdigest()[:16]
+
+
 def _parse_stated(
     headers: Mapping[str, str],
     limit_text: str | bytes,
@@ -442,7 +479,17 @@ class RateBudget:
         print(billing.rate_limits["GET /v1/usage/check"])   # RateLimit(limit=100, remaining=63, ...)
     """
 
-    __slots__ = ("_broken", "_clock", "_first", "_memory", "_seen", "_sleep", "store")
+    __slots__ = (
+        "_broken",
+        "_clock",
+        "_first",
+        "_memory",
+        "_scope_checked",
+        "_seen",
+        "_sleep",
+        "scoped_routes",
+        "store",
+    )
 
     def __init__(
         self,
@@ -465,6 +512,10 @@ class RateBudget:
         # The last word per route: the three figures a response stated, and when (the reset is then
         # ``stated[2]`` seconds after that time); kept as they come, with no tuple built per response.
         self._seen: dict[str, tuple[_Stated, float]] = {}
+        self.scoped_routes: set[str] = set()
+        """Routes whose responses state a scoped window of their own (per customer, per session token):
+        each scope of them is budgeted too, under :meth:`scoped_key`."""
+        self._scope_checked: set[str] = set()
         self._broken = False
 
     @property
@@ -579,6 +630,43 @@ class RateBudget:
         await self._update(key, _settle(now, stated, headers is not None))
         if stated is not None:  # kept with the time it was stated (see rate_limits)
             self._seen[key] = (stated, now)
+
+    def scoped_key(self, key: str, scope: str | None) -> str | None:
+        """The budget key of ``scope``'s own window on route ``key`` (``"POST /v1/usage/track
+        3f2a…"``), or ``None`` when the route has no scoped window or the call no scope.
+
+        The server adds a scoped limit to some routes (``POST /v1/usage/track``: per customer;
+        ``POST /v1/checkout/create``: per session token) and states it in ``X-RateLimit-*-Scoped``;
+        the scope shows in the key only as a digest.
+        """
+        if scope is None or key not in self.scoped_routes:
+            return None
+        return f"{key} {_digest(scope)}"
+
+    def wants_scope(self, key: str) -> bool:
+        """Whether a call of route ``key`` needs its scope: the route has a scoped window, or no answer
+        of it has said yet."""
+        return key in self.scoped_routes or key not in self._scope_checked
+
+    def learn_scope(self, key: str, headers: Mapping[str, str], refused: bool) -> None:
+        """Note whether route ``key`` has a scoped window of its own: its response states scoped
+        figures other than the route's (checked on the route's first answer, and on every 429)."""
+        if key in self._scope_checked and not refused:
+            return
+        self._scope_checked.add(key)
+        scoped = _stated(_Scoped(headers))
+        if scoped is not None and scoped != _stated(headers):
+            self.scoped_routes.add(key)
+
+    async def settle_scoped(self, key: str, headers: Mapping[str, str] | None) -> None:
+        """:meth:`settle` of a scoped key, from the ``-Scoped`` figures of ``headers`` (not shown in
+        :attr:`rate_limits`, which lists routes)."""
+        stated = None if headers is None else _stated(_Scoped(headers))
+        now = self._clock()
+        if self._memory is not None:
+            self._memory.settle_now(key, now, stated, headers is not None)
+        else:
+            await self._update(key, _settle(now, stated, headers is not None))
 
     def release_now(self, key: str) -> None:
         """Release ``key``'s reservation without awaiting (a cancelled call): done in the background

@@ -9,6 +9,7 @@ and JSON live here and nowhere else.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import platform
@@ -351,6 +352,15 @@ class Requester:
         max_retries = self.settings.max_retries
         headers = self._base_headers.copy()
         as_customer = authorization is not None
+        budget = self.transport.budget
+        budget_key = scope = None
+        if budget is not None:
+            template = getattr(url_path, "template", url_path)
+            budget_key = f"{method} {url_path if template == '{path}' else template}"
+            if budget.wants_scope(budget_key):
+                # What the server's scoped limit counts by (CONTRACT-CUSTOMER §0.1: the body's, then the
+                # query's customer_id, then a digest of the bearer token): the budget's scoped windows.
+                scope = _scope(body, params, authorization)
         if authorization is not None:
             if authorization:
                 headers["authorization"] = "Bearer " + authorization
@@ -383,9 +393,8 @@ class Requester:
         except httpx2.InvalidURL as exc:  # "URL too long": an id or filter of tens of kilobytes
             raise ValidationError(f"Cannot build the request URL: {exc}.", code="invalid_argument") from None
         call = _Call(method, url_path, url, headers, content, timeout, deadline, request_id, as_customer)
-        if self.transport.budget is not None:
-            template = getattr(url_path, "template", url_path)
-            call.budget_key = f"{method} {url_path if template == '{path}' else template}"
+        call.budget_key = budget_key
+        call.scope = scope
 
         traced = _tracing.CALL.get()  # tracing (issue 14): the call's span while OpenTelemetry records
         capture = CAPTURE.get()  # inside a ``with_raw_response`` call: leave the final response behind
@@ -453,8 +462,17 @@ class Requester:
             raise _closed_error()  # e.g. closed while this call waited to retry
         budget = self.transport.budget
         key = call.budget_key
-        if budget is not None and key is not None and not budget.acquired_now(key):
-            await budget.acquire(key, self.settings.rate_limit_wait)
+        scoped = None
+        if budget is not None and key is not None:
+            if not budget.acquired_now(key):
+                await budget.acquire(key, self.settings.rate_limit_wait)
+            scoped = None if call.scope is None else budget.scoped_key(key, call.scope)
+            if scoped is not None:  # the route's scoped window (per customer or token) too
+                try:
+                    await budget.acquire(scoped, self.settings.rate_limit_wait)
+                except BaseException:
+                    budget.release_now(key)
+                    raise
         started = time.perf_counter()
         try:
             backend = self.transport.backend or await self.transport.started()
@@ -470,6 +488,8 @@ class Requester:
         except BillingOSError as error:  # NetworkError, RequestTimeoutError, ResponseDecodeError
             if budget is not None and key is not None:  # no answer: release the reservation only
                 await budget.settle(key, None)
+                if scoped is not None:
+                    await budget.settle_scoped(scoped, None)
             if self.transport.is_closed:  # the pool was closed under this call: that is the cause
                 raise _closed_error() from error
             error.request_id = call.request_id
@@ -478,11 +498,18 @@ class Requester:
         except BaseException as error:  # closed in flight (RuntimeError), cancelled, ...
             if budget is not None and key is not None:
                 budget.release_now(key)
+                if scoped is not None:
+                    budget.release_now(scoped)
             if not isinstance(error, RuntimeError) or not self.transport.is_closed:
                 raise
             raise _closed_error() from None  # closed while this call was in flight
-        if budget is not None and key is not None and not budget.settled_now(key, reply.headers):
-            await budget.settle(key, reply.headers)
+        if budget is not None and key is not None:
+            if not budget.settled_now(key, reply.headers):
+                await budget.settle(key, reply.headers)
+            if scoped is not None:
+                await budget.settle_scoped(scoped, reply.headers)
+            elif call.scope is not None or reply.status_code == 429:
+                budget.learn_scope(key, reply.headers, reply.status_code == 429)
         _log_attempt(call, retry_number, started, reply.status_code, None)
         # Redirects are not followed (a secret key must not be replayed to another URL): a 3xx is an error.
         if reply.status_code >= 300 and reply.status_code not in ok_on_retry:
@@ -505,6 +532,7 @@ class _Call:
         "method",
         "path",
         "request_id",
+        "scope",
         "timeout",
         "url",
     )
@@ -522,6 +550,9 @@ class _Call:
         as_customer: bool = False,
     ) -> None:
         self.as_customer = as_customer
+        self.scope: str | None = None
+        """What the server's scoped limit counts this call by (a customer id, or ``token_`` and a
+        digest of the session token); ``None``: nothing, or no budget."""
         self.budget_key: str | None = None
         """``"GET /v1/usage/check"``: the route whose rate budget the call spends (``None``: no budget)."""
         self.deadline = deadline
@@ -535,6 +566,22 @@ class _Call:
 
 
 _NO_STATUSES: frozenset[int] = frozenset()
+
+
+def _scope(
+    body: Mapping[str, Any] | None, params: Mapping[str, str | int] | None, authorization: str | None
+) -> str | None:
+    """The tracker of the server's scoped throttler for this request: ``customer_id`` in the body, then
+    in the query, then ``token_`` + the first 16 hex digits of the bearer token's SHA-256."""
+    for source in (body, params):
+        if source is not None:
+            customer = source.get("customer_id")
+            if isinstance(customer, str) and customer:
+                return customer
+    if authorization:
+        return "token_" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+    return None
+
 
 _ADMIN_ROUTES = ("/customers", "/subscriptions")
 """Routes the public BillingOS backend guards with a dashboard login, not the secret key (issue 13)."""

@@ -245,3 +245,54 @@ def test_httpx2_headers_are_read_in_one_pass_with_the_same_result() -> None:
     assert _stated(httpx2.Headers(raw[2:])) is None  # no limit
     twice = httpx2.Headers([*raw, (b"x-ratelimit-remaining", b"96")])  # as httpx2 reads it: "97, 96"
     assert _stated(twice) is None
+
+
+async def test_a_route_with_a_scoped_window_of_its_own_gets_a_key_per_scope() -> None:
+    budget = RateBudget(clock=Clock())
+    track = "POST /v1/usage/track"
+    plain = {**stated(100, 99, 60), **{f"{k}-scoped": v for k, v in stated(100, 99, 60).items()}}
+    scoped = {**stated(100, 98, 60), **{f"{k}-scoped": v for k, v in stated(1000, 999, 60).items()}}
+    budget.learn_scope(KEY, plain, refused=False)  # scoped figures equal to the route's: no scope
+    budget.learn_scope(track, scoped, refused=False)
+    assert budget.scoped_routes == {track}
+    assert budget.scoped_key(KEY, "user_1") is None
+    assert budget.scoped_key(track, None) is None
+    key = budget.scoped_key(track, "user_1")
+    assert key is not None
+    assert key.startswith(track + " ")
+    assert "user_1" not in key
+    assert key != budget.scoped_key(track, "user_2")
+    await budget.acquire(key, 0)
+    await budget.settle_scoped(key, scoped)
+    store = budget.store
+    assert isinstance(store, MemoryBudgetStore)
+    assert store.update_now(key, lambda old: (old, old)) == BudgetWindow(1000, 999, 1060.0, 0)
+    assert KEY not in budget.rate_limits
+    assert key not in budget.rate_limits
+
+
+async def test_the_in_memory_store_forgets_reset_windows_past_its_bound() -> None:
+    clock = Clock()
+    budget = RateBudget(clock=clock)
+    store = budget.store
+    assert isinstance(store, MemoryBudgetStore)
+    for n in range(5000):  # a scoped window per customer: each answered, its window resetting in 60 s
+        await budget.acquire(f"{KEY} {n}", 0)
+        await budget.settle_scoped(f"{KEY} {n}", {f"{k}-scoped": v for k, v in stated(5, 4, 60).items()})
+    assert len(store) == 5000  # none has reset yet: nothing may be forgotten
+    clock.advance(61)
+    await budget.acquire(f"{KEY} new", 0)
+    assert len(store) == 1  # the reset ones forgotten, the new one kept
+
+
+def test_the_scope_is_what_the_servers_scoped_throttler_counts_by() -> None:
+    import hashlib
+
+    from billingos._http import _scope
+
+    token = "bos_session_" + "x" * 40
+    assert _scope({"customer_id": "c_body"}, {"customer_id": "c_query"}, token) == "c_body"
+    assert _scope(None, {"customer_id": "c_query"}, token) == "c_query"
+    assert _scope({"quantity": 1}, None, token) == "token_" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    assert _scope(None, None, None) is None
+    assert _scope(None, None, "") is None  # no credential at all

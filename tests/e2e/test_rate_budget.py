@@ -111,6 +111,37 @@ async def test_a_call_over_the_budget_raises_rate_limit_error_without_sending(mo
     assert statuses(fake, "GET /v1/usage/metrics") == [200] * 3  # the fourth was never sent
 
 
+async def test_the_scoped_window_of_each_customer_is_budgeted_too(mount: Mount) -> None:
+    """``POST /v1/usage/track`` has a per-customer window beside the per-route one (X-RateLimit-*-Scoped):
+    a customer's tracks past it are refused unsent, another customer's go on."""
+    clock = Clock()
+    fake = FakeBillingOS(rate_limits=RateLimits(per_route=1000, track_per_customer=5, window=60), clock=clock)
+    url = mount(fake)
+    fake.add_feature("api_calls", "usage_quota")
+    plan = fake.add_product("Pro", features={"api_calls": 1_000_000})
+    for user in ("user_a", "user_b"):
+        fake.add_customer(user, email=f"{user}@example.com")
+        fake.subscribe(user, plan.price_id)
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, rate_budget=budget_on(clock), rate_limit_wait=0, max_retries=0
+    ) as billing:
+        refused = []
+        for n in range(8):
+            try:
+                await billing.usage.track("user_a", "api_calls", 1, idempotency_key=f"a{n}")
+            except RateLimitError as exc:
+                refused.append(exc)
+        for n in range(3):  # another customer's own window is untouched
+            await billing.usage.track("user_b", "api_calls", 1, idempotency_key=f"b{n}")
+        assert TRACK in billing._requester.transport.budget.scoped_routes  # type: ignore[union-attr]
+        assert billing.rate_limits[TRACK].limit == 1000  # the route's window, not a customer's
+    assert [e.code for e in refused] == ["rate_budget_exhausted"] * 3
+    assert all(e.status_code is None for e in refused)  # never sent
+    assert statuses(fake, TRACK) == [201] * 8  # 5 of user_a, 3 of user_b: no 429
+    assert fake.usage_of("user_a", "api_calls") == 5
+    assert fake.usage_of("user_b", "api_calls") == 3
+
+
 def test_the_blocking_client_reports_rate_limits_per_route(mount: Mount) -> None:
     from billingos import BillingOS
 

@@ -457,12 +457,16 @@ async def test_429_without_retry_after_backs_off(
 
 
 async def test_per_customer_track_limit(mount, policy: RetryPolicy, sleeps: list[float]) -> None:
+    """The server's per-customer 429 as the SDK reports it (without the rate budget, which would not send
+    the fourth track: tests/e2e/test_rate_budget.py)."""
     fake = FakeBillingOS(rate_limits=RateLimits(per_route=100, track_per_customer=3, window=600))
     seeded = seed(fake)
     fake.add_customer("user_other")
     fake.subscribe("user_other", seeded.pro.price_id)
     url = mount(fake)
-    async with AsyncBillingOS(fake.secret_key, api_url=url, retry_policy=policy) as billing:
+    async with AsyncBillingOS(
+        fake.secret_key, api_url=url, retry_policy=policy, rate_budget=False
+    ) as billing:
         for _ in range(3):
             await billing.usage.track("user_42", "api_calls")
         with pytest.raises(RateLimitError) as caught:
